@@ -1,0 +1,15 @@
+//! Map keys, values, names and the flow hash shared by the XDP program and the agent.
+//!
+//! Every type is `#[repr(C)]` with explicit padding so kernel and user space
+//! agree on the layout byte for byte (implicit padding also makes the verifier
+//! reject stack reads).
+#![no_std]
+
+pub mod hash;
+pub mod names;
+pub mod stats;
+pub mod types;
+
+pub use hash::flow_hash;
+pub use stats::Reason;
+pub use types::*;

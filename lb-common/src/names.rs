@@ -1,0 +1,50 @@
+//! Map names and pin locations: the only place they are spelled.
+
+/// (vip, port, proto) -> ServiceMeta.
+pub const SERVICES: &str = "SERVICES";
+/// Flow 5-tuple -> FlowValue (LRU, shared by all CPUs).
+pub const FLOWS: &str = "FLOWS";
+/// Lookup tables, two slots of `table_size` entries per service.
+pub const TABLES: &str = "TABLES";
+/// Backend id -> Backend.
+pub const BACKENDS: &str = "BACKENDS";
+/// Egress ifindex -> ifindex, for XDP_REDIRECT to another interface.
+pub const DEVMAP: &str = "DEVMAP";
+/// Per-CPU counters per Reason.
+pub const REASON_STATS: &str = "REASON_STATS";
+/// Per-CPU packets/bytes per service id.
+pub const SERVICE_STATS: &str = "SERVICE_STATS";
+/// Per-CPU packets/bytes per backend id.
+pub const BACKEND_STATS: &str = "BACKEND_STATS";
+
+/// Every map, in the order `lb show` and cleanup walk them.
+pub const ALL_MAPS: [&str; 8] = [
+    SERVICES,
+    FLOWS,
+    TABLES,
+    BACKENDS,
+    DEVMAP,
+    REASON_STATS,
+    SERVICE_STATS,
+    BACKEND_STATS,
+];
+
+/// The XDP entry point.
+pub const PROG_LB: &str = "lb_xdp";
+/// Benchmark references: an empty program and a parse-and-XDP_TX floor.
+pub const PROG_BENCH_EMPTY: &str = "bench_empty";
+pub const PROG_BENCH_FLOOR: &str = "bench_floor";
+
+/// Default pin directory. Versioned: bump when a map layout changes, since a
+/// reused pin with a different layout fails to load ("parameter mismatch").
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb/v1";
+/// The pinned XDP link, inside the pin directory.
+pub const LINK_PIN: &str = "link";
+
+/// Compile-time sizes; the agent overrides the sizes of FLOWS, TABLES,
+/// BACKENDS and the stats maps from its config at load time.
+pub const DEFAULT_FLOWS: u32 = 1_048_576;
+pub const DEFAULT_MAX_SERVICES: u32 = 64;
+pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
+/// Maglev table size M: prime, about 65 x 1000 backends.
+pub const DEFAULT_TABLE_SIZE: u32 = 65_537;

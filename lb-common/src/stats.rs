@@ -1,0 +1,62 @@
+//! Why a packet got its verdict: one per-CPU counter each.
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not IPv4/IPv6 (ARP, LLDP, QinQ, ...).
+    PassNotIp = 0,
+    /// IP, but no service for (dst, port, proto).
+    PassNotVip = 1,
+    /// IPv4 fragment (MF set or offset != 0).
+    PassFragment = 2,
+    /// A header does not fit in the frame.
+    PassTruncated = 3,
+    /// Neither TCP nor UDP.
+    PassUnknownL4 = 4,
+    /// IPv6 extension header after the fixed header.
+    PassIpv6Ext = 5,
+    /// Header fields that contradict themselves (IHL < 5, version mismatch).
+    PassMalformed = 6,
+    /// Forwarded to the backend the flow table remembered.
+    FwdFlowHit = 7,
+    /// Forwarded to a backend chosen by the scheduler.
+    FwdFlowMiss = 8,
+    /// A VIP packet with no usable backend.
+    DropNoBackend = 9,
+    /// The backend's egress interface is missing from the devmap.
+    DropNoRoute = 10,
+}
+
+pub const REASON_COUNT: u32 = 11;
+
+impl Reason {
+    pub const ALL: [Reason; REASON_COUNT as usize] = [
+        Reason::PassNotIp,
+        Reason::PassNotVip,
+        Reason::PassFragment,
+        Reason::PassTruncated,
+        Reason::PassUnknownL4,
+        Reason::PassIpv6Ext,
+        Reason::PassMalformed,
+        Reason::FwdFlowHit,
+        Reason::FwdFlowMiss,
+        Reason::DropNoBackend,
+        Reason::DropNoRoute,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::PassNotIp => "pass_not_ip",
+            Reason::PassNotVip => "pass_not_vip",
+            Reason::PassFragment => "pass_fragment",
+            Reason::PassTruncated => "pass_truncated",
+            Reason::PassUnknownL4 => "pass_unknown_l4",
+            Reason::PassIpv6Ext => "pass_ipv6_ext_header",
+            Reason::PassMalformed => "pass_malformed",
+            Reason::FwdFlowHit => "fwd_flow_hit",
+            Reason::FwdFlowMiss => "fwd_flow_miss",
+            Reason::DropNoBackend => "drop_no_backend",
+            Reason::DropNoRoute => "drop_no_route",
+        }
+    }
+}

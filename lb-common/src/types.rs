@@ -1,0 +1,146 @@
+//! Map keys and values. Addresses are 16 bytes; IPv4 uses the first 4 and
+//! leaves the rest zero. Ports are in host byte order.
+
+use bytemuck::{Pod, Zeroable};
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// `ServiceMeta::scheduler`.
+pub const SCHED_MAGLEV: u8 = 0;
+
+/// `ServiceMeta::forward`.
+pub const FORWARD_DR: u8 = 0;
+
+/// `ServiceMeta::hash_fields`: which flow fields pick the table entry.
+pub const HASH_5TUPLE: u8 = 0;
+pub const HASH_SRC_IP: u8 = 1;
+pub const HASH_SRC_IP_DST_PORT: u8 = 2;
+
+/// A table entry that names no backend.
+pub const NO_BACKEND: u32 = u32::MAX;
+
+/// `Backend::flags`.
+pub const BACKEND_CONFIGURED: u32 = 1;
+/// The backend's MAC is known.
+pub const BACKEND_HAS_MAC: u32 = 1 << 1;
+/// The backend passes its health check (or has none).
+pub const BACKEND_HEALTHY: u32 = 1 << 2;
+/// All three: the backend may receive packets, of old flows and new.
+pub const BACKEND_USABLE: u32 = BACKEND_CONFIGURED | BACKEND_HAS_MAC | BACKEND_HEALTHY;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct ServiceKey {
+    pub addr: [u8; 16],
+    /// 0 = every port of this VIP.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ServiceMeta {
+    pub id: u32,
+    /// Index in TABLES of this service's slot 0; slot 1 follows it.
+    pub table_base: u32,
+    /// Entries per slot (M, prime).
+    pub table_size: u32,
+    /// 0 or 1: the slot new flows are looked up in.
+    pub active_slot: u32,
+    pub flags: u32,
+    pub scheduler: u8,
+    pub forward: u8,
+    pub hash_fields: u8,
+    pub _pad: u8,
+}
+
+impl ServiceMeta {
+    /// TABLES index of entry `hash` in the active slot.
+    #[inline(always)]
+    pub const fn table_index(&self, hash: u32) -> u32 {
+        self.table_base + (self.active_slot & 1) * self.table_size + hash % self.table_size
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FlowValue {
+    pub backend: u32,
+    pub service: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Backend {
+    pub addr: [u8; 16],
+    /// Destination MAC written into forwarded frames.
+    pub mac: [u8; 6],
+    /// Source MAC: the egress interface's own.
+    pub src_mac: [u8; 6],
+    /// Egress interface; XDP_TX when it is the ingress one.
+    pub ifindex: u32,
+    pub flags: u32,
+    pub service: u32,
+    pub weight: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+impl Backend {
+    #[inline(always)]
+    pub const fn usable(&self) -> bool {
+        self.flags & BACKEND_USABLE == BACKEND_USABLE
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are repr(C) plain data with explicit padding.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceMeta {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        // Pod derive already refuses padding; these pin the sizes the kernel sees.
+        assert_eq!(size_of::<ServiceKey>(), 20);
+        assert_eq!(size_of::<ServiceMeta>(), 24);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowValue>(), 8);
+        assert_eq!(size_of::<Backend>(), 48);
+        assert_eq!(size_of::<Counter>(), 16);
+    }
+}

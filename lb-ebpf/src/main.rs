@@ -1,0 +1,42 @@
+//! XDP entry points: the balancer and two benchmark references.
+#![no_std]
+#![no_main]
+
+mod forward;
+mod lookup;
+mod maps;
+mod parse;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+/// The balancer: VIP traffic goes to a backend, everything else passes.
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    lookup::balance(&ctx)
+}
+
+/// Benchmark reference: the cost of running any XDP program at all.
+#[xdp]
+pub fn bench_empty(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Benchmark reference: parse to L4 and bounce the frame, nothing else.
+#[xdp]
+pub fn bench_floor(ctx: XdpContext) -> u32 {
+    match parse::parse(&ctx) {
+        Ok(p) => forward::swap_macs(&ctx, p.l3_off),
+        Err(_) => xdp_action::XDP_PASS,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,36 @@
+//! The maps, sized for defaults; the agent resizes them at load time.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    names::{DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_TABLE_SIZE},
+    stats::REASON_COUNT,
+    Backend, Counter, FlowKey, FlowValue, ServiceKey, ServiceMeta,
+};
+
+#[map]
+pub static SERVICES: HashMap<ServiceKey, ServiceMeta> = HashMap::pinned(DEFAULT_MAX_SERVICES, 0);
+
+// One table for all CPUs: a flow's packets may arrive on different CPUs.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FLOWS, 0);
+
+#[map]
+pub static TABLES: Array<u32> = Array::pinned(DEFAULT_MAX_SERVICES * 2 * DEFAULT_TABLE_SIZE, 0);
+
+#[map]
+pub static BACKENDS: Array<Backend> = Array::pinned(DEFAULT_MAX_BACKENDS, 0);
+
+#[map]
+pub static DEVMAP: DevMapHash = DevMapHash::pinned(64, 0);
+
+#[map]
+pub static REASON_STATS: PerCpuArray<u64> = PerCpuArray::pinned(REASON_COUNT, 0);
+
+#[map]
+pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);
+
+#[map]
+pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(DEFAULT_MAX_BACKENDS, 0);

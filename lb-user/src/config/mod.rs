@@ -1,0 +1,319 @@
+//! The agent's config: TOML in, a fully validated `Config` out, or one
+//! `ConfigError` naming file:line:column and the fix. Nothing is applied
+//! until a whole file has passed.
+
+mod error;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use lb_common::{
+    FAMILY_V4, FAMILY_V6, HASH_5TUPLE, HASH_SRC_IP, HASH_SRC_IP_DST_PORT, PROTO_TCP, PROTO_UDP,
+    ServiceKey,
+    names::{DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_PIN_DIR, DEFAULT_TABLE_SIZE},
+};
+use toml::Spanned;
+
+pub use error::ConfigError;
+use raw::{RawAgent, RawBackend, RawConfig, RawService};
+
+/// LVS's weight range (ipvsadm -w).
+pub const MAX_WEIGHT: u32 = 65_535;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic with a log line.
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub interface: String,
+    pub pin_dir: PathBuf,
+    pub xdp_mode: XdpMode,
+    pub flow_table_size: u32,
+    pub table_size: u32,
+    pub max_services: u32,
+    pub max_backends: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub vip: IpAddr,
+    pub port: u16,
+    pub proto: u8,
+    pub scheduler: String,
+    pub forward: String,
+    pub hash_fields: u8,
+    pub backends: Vec<BackendCfg>,
+}
+
+impl Service {
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey {
+            addr: crate::addr::to_bytes(self.vip),
+            port: self.port,
+            proto: self.proto,
+            family: crate::addr::family(self.vip),
+        }
+    }
+
+    /// "203.0.113.10:80/tcp", the name `lb show table` takes.
+    pub fn name(&self) -> String {
+        crate::addr::service_name(&self.key())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendCfg {
+    pub address: IpAddr,
+    pub weight: u32,
+    /// Egress interface when not the agent's own (XDP_REDIRECT).
+    pub interface: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub agent: Agent,
+    pub services: Vec<Service>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::whole(path, format!("cannot read config: {e}"), "check the path given to -c")
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let msg = e.message().trim().to_string();
+            let hint = if msg.contains("unknown field") {
+                "remove or correct the key; the README lists every key"
+            } else if msg.contains("missing field") {
+                "add the required key"
+            } else {
+                "fix the TOML syntax at this point"
+            };
+            ConfigError::at(path, text, span, msg, hint)
+        })?;
+        Validator { path, text }.config(raw)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, span: Range<usize>, message: String, hint: &str) -> ConfigError {
+        ConfigError::at(self.path, self.text, span, message, hint)
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let Some(agent) = raw.agent else {
+            return Err(ConfigError::whole(
+                self.path,
+                "missing [agent] section".into(),
+                "add [agent] with interface = \"eth0\" (the interface facing clients)",
+            ));
+        };
+        let agent = self.agent(agent)?;
+        let mut services = Vec::with_capacity(raw.service.len());
+        let mut seen: HashMap<ServiceKey, usize> = HashMap::new();
+        let mut backend_count = 0usize;
+        for s in raw.service {
+            let span = s.span();
+            let svc = self.service(s.into_inner())?;
+            if let Some(line) = seen.insert(svc.key(), line_of(self.text, span.start)) {
+                return Err(self.err(
+                    span,
+                    format!("duplicate service {} (first defined on line {line})", svc.name()),
+                    "each (vip, port, protocol) may appear once; merge the backends into one [[service]]",
+                ));
+            }
+            backend_count += svc.backends.len();
+            services.push(svc);
+        }
+        if services.len() > agent.max_services as usize {
+            return Err(ConfigError::whole(
+                self.path,
+                format!("{} services, more than max_services = {}", services.len(), agent.max_services),
+                "raise [agent] max_services",
+            ));
+        }
+        if backend_count > agent.max_backends as usize {
+            return Err(ConfigError::whole(
+                self.path,
+                format!("{backend_count} backends, more than max_backends = {}", agent.max_backends),
+                "raise [agent] max_backends",
+            ));
+        }
+        Ok(Config { path: self.path.to_path_buf(), agent, services })
+    }
+
+    fn agent(&self, a: Spanned<RawAgent>) -> Result<Agent, ConfigError> {
+        let span = a.span();
+        let a = a.into_inner();
+        let Some(interface) = a.interface else {
+            return Err(self.err(span, "[agent] has no interface".into(), "add interface = \"eth0\""));
+        };
+        if interface.get_ref().is_empty() || interface.get_ref().len() > 15 {
+            return Err(self.err(
+                interface.span(),
+                format!("bad interface name {:?}", interface.get_ref()),
+                "an interface name of 1 to 15 characters, as `ip link` shows it",
+            ));
+        }
+        let xdp_mode = match a.xdp_mode.as_ref().map(|m| m.get_ref().as_str()) {
+            None | Some("auto") => XdpMode::Auto,
+            Some("native") => XdpMode::Native,
+            Some("generic") => XdpMode::Generic,
+            Some(other) => {
+                return Err(self.err(
+                    a.xdp_mode.as_ref().map(Spanned::span).unwrap_or_default(),
+                    format!("unknown xdp_mode {other:?}"),
+                    "use \"auto\" (native, else generic), \"native\" or \"generic\"",
+                ));
+            }
+        };
+        let table_size = self.int(&a.table_size, DEFAULT_TABLE_SIZE, 7, 4_000_037, "table_size")?;
+        if !is_prime(table_size) {
+            return Err(self.err(
+                a.table_size.as_ref().map(Spanned::span).unwrap_or_default(),
+                format!("table_size {table_size} is not prime"),
+                "Maglev needs a prime table size, e.g. 65537 or 655373",
+            ));
+        }
+        Ok(Agent {
+            interface: interface.into_inner(),
+            pin_dir: a.pin_dir.map_or_else(|| DEFAULT_PIN_DIR.into(), |p| p.into_inner().into()),
+            xdp_mode,
+            flow_table_size: self.int(&a.flow_table_size, DEFAULT_FLOWS, 1024, 1 << 26, "flow_table_size")?,
+            table_size,
+            max_services: self.int(&a.max_services, DEFAULT_MAX_SERVICES, 1, 4096, "max_services")?,
+            max_backends: self.int(&a.max_backends, DEFAULT_MAX_BACKENDS, 1, 1 << 20, "max_backends")?,
+        })
+    }
+
+    fn int(&self, v: &Option<Spanned<i64>>, default: u32, min: u32, max: u32, what: &str) -> Result<u32, ConfigError> {
+        let Some(v) = v else { return Ok(default) };
+        let n = *v.get_ref();
+        if n < min as i64 || n > max as i64 {
+            return Err(self.err(
+                v.span(),
+                format!("{what} {n} is out of range"),
+                &format!("use a value from {min} to {max} (default {default})"),
+            ));
+        }
+        Ok(n as u32)
+    }
+
+    fn ip(&self, s: &Spanned<String>, what: &str) -> Result<IpAddr, ConfigError> {
+        s.get_ref().parse().map_err(|_| {
+            self.err(
+                s.span(),
+                format!("bad {what} address {:?}", s.get_ref()),
+                "an IPv4 or IPv6 address without prefix length, like \"203.0.113.10\" or \"2001:db8:f::10\"",
+            )
+        })
+    }
+
+    fn service(&self, s: RawService) -> Result<Service, ConfigError> {
+        let vip = self.ip(&s.vip, "vip")?;
+        let port = *s.port.get_ref();
+        if !(0..=65535).contains(&port) {
+            return Err(self.err(s.port.span(), format!("port {port} is out of range"), "use 1-65535, or 0 for every port of the VIP"));
+        }
+        let proto = match s.protocol.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("tcp") => PROTO_TCP,
+            Some("udp") => PROTO_UDP,
+            Some(other) => {
+                return Err(self.err(
+                    s.protocol.as_ref().map(Spanned::span).unwrap_or_default(),
+                    format!("unknown protocol {other:?}"),
+                    "use \"tcp\" or \"udp\"",
+                ));
+            }
+        };
+        let scheduler = self.choice(&s.scheduler, "maglev", &["maglev"], "scheduler")?;
+        let forward = self.choice(&s.forward, "dr", &["dr"], "forward")?;
+        let hash_fields = match self.choice(&s.hash, "5-tuple", &["5-tuple", "src-ip", "src-ip+dst-port"], "hash")?.as_str() {
+            "src-ip" => HASH_SRC_IP,
+            "src-ip+dst-port" => HASH_SRC_IP_DST_PORT,
+            _ => HASH_5TUPLE,
+        };
+        let mut backends: Vec<BackendCfg> = Vec::with_capacity(s.backends.len());
+        for b in s.backends {
+            let span = b.span();
+            let b = self.backend(b.into_inner(), vip)?;
+            if backends.iter().any(|o| o.address == b.address) {
+                return Err(self.err(span, format!("backend {} is listed twice", b.address), "list each backend once per service"));
+            }
+            backends.push(b);
+        }
+        Ok(Service { vip, port: port as u16, proto, scheduler, forward, hash_fields, backends })
+    }
+
+    fn choice(&self, v: &Option<Spanned<String>>, default: &str, allowed: &[&str], what: &str) -> Result<String, ConfigError> {
+        let Some(v) = v else { return Ok(default.to_string()) };
+        if allowed.contains(&v.get_ref().as_str()) {
+            return Ok(v.get_ref().clone());
+        }
+        let list = allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        Err(self.err(v.span(), format!("unknown {what} {:?}", v.get_ref()), &format!("use one of: {list}")))
+    }
+
+    fn backend(&self, b: RawBackend, vip: IpAddr) -> Result<BackendCfg, ConfigError> {
+        let address = self.ip(&b.address, "backend")?;
+        if crate::addr::family(address) != crate::addr::family(vip) {
+            return Err(self.err(
+                b.address.span(),
+                format!("backend {address} is not of the VIP's address family"),
+                "direct routing forwards the packet unchanged: an IPv4 VIP needs IPv4 backends, IPv6 needs IPv6",
+            ));
+        }
+        let weight = match &b.weight {
+            None => 1,
+            Some(w) if (0..=MAX_WEIGHT as i64).contains(w.get_ref()) => *w.get_ref() as u32,
+            Some(w) => {
+                return Err(self.err(
+                    w.span(),
+                    format!("weight {} is out of range", w.get_ref()),
+                    "use 0 (drain: no new flows) to 65535, as with ipvsadm -w",
+                ));
+            }
+        };
+        Ok(BackendCfg { address, weight, interface: b.interface.map(Spanned::into_inner) })
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn is_prime(n: u32) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
+/// The families a config is about, to size and label things.
+pub fn family_name(f: u8) -> &'static str {
+    match f {
+        FAMILY_V4 => "ipv4",
+        FAMILY_V6 => "ipv6",
+        _ => "?",
+    }
+}

@@ -1,0 +1,46 @@
+//! The config file as written: serde structs that keep every value's span so
+//! validation can point at it. Unknown keys are errors.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub agent: Option<Spanned<RawAgent>>,
+    #[serde(default)]
+    pub service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub interface: Option<Spanned<String>>,
+    pub pin_dir: Option<Spanned<String>>,
+    pub xdp_mode: Option<Spanned<String>>,
+    pub flow_table_size: Option<Spanned<i64>>,
+    pub table_size: Option<Spanned<i64>>,
+    pub max_services: Option<Spanned<i64>>,
+    pub max_backends: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub vip: Spanned<String>,
+    pub port: Spanned<i64>,
+    pub protocol: Option<Spanned<String>>,
+    pub scheduler: Option<Spanned<String>>,
+    pub forward: Option<Spanned<String>>,
+    pub hash: Option<Spanned<String>>,
+    #[serde(default)]
+    pub backends: Vec<Spanned<RawBackend>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub address: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+    pub interface: Option<Spanned<String>>,
+}

@@ -1,0 +1,106 @@
+use std::path::Path;
+
+use super::*;
+
+const GOOD: &str = r#"
+[agent]
+interface = "eth0"
+
+[[service]]
+vip = "203.0.113.10"
+port = 80
+protocol = "tcp"
+backends = [
+  { address = "198.51.100.11", weight = 1 },
+  { address = "198.51.100.12", weight = 2 },
+]
+
+[[service]]
+vip = "2001:db8:f::10"
+port = 53
+protocol = "udp"
+backends = [ { address = "2001:db8:1::11" } ]
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("lb.toml"), text)
+}
+
+/// The error for `text`, checked to point at `line:col` and to carry a hint.
+fn err_at(text: &str, line: usize, col: usize, needle: &str) -> ConfigError {
+    let e = parse(text).expect_err("config should be rejected");
+    assert_eq!((e.line, e.column), (line, col), "wrong position for: {e}");
+    assert!(e.message.contains(needle), "message {:?} lacks {needle:?}", e.message);
+    assert!(!e.hint.is_empty());
+    assert!(e.to_string().starts_with(&format!("lb.toml:{line}:{col}: error: ")), "{e}");
+    e
+}
+
+#[test]
+fn good_config_parses_with_defaults() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.agent.interface, "eth0");
+    assert_eq!(c.agent.table_size, 65537);
+    assert_eq!(c.agent.flow_table_size, 1_048_576);
+    assert_eq!(c.agent.pin_dir, Path::new("/sys/fs/bpf/lb/v1"));
+    assert_eq!(c.services.len(), 2);
+    assert_eq!(c.services[0].name(), "203.0.113.10:80/tcp");
+    assert_eq!(c.services[0].backends[1].weight, 2);
+    assert_eq!(c.services[1].proto, PROTO_UDP);
+    assert_eq!(c.services[1].backends[0].weight, 1);
+    assert_eq!(c.services[0].scheduler, "maglev");
+}
+
+#[test]
+fn syntax_error_points_at_the_bad_token() {
+    let e = err_at("[agent]\ninterface = \"eth0\nport = 1\n", 2, 18, "");
+    assert!(e.hint.contains("syntax"), "{e}");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let text = "[agent]\ninterface = \"eth0\"\n\n[[service]]\nvip = \"203.0.113.10\"\nport = 80\nschedular = \"maglev\"\n";
+    let e = err_at(text, 7, 1, "unknown field `schedular`");
+    assert!(e.to_string().contains("^^^^^^^^^"), "{e}");
+}
+
+#[test]
+fn bad_address_is_pointed_at() {
+    let text = GOOD.replace("198.51.100.12", "198.51.100.x");
+    err_at(&text, 11, 15, "bad backend address \"198.51.100.x\"");
+    let text = GOOD.replace("vip = \"203.0.113.10\"", "vip = \"203.0.113.10/32\"");
+    err_at(&text, 6, 7, "bad vip address");
+    let text = GOOD.replace("2001:db8:1::11", "198.51.100.11");
+    err_at(&text, 18, 26, "not of the VIP's address family");
+}
+
+#[test]
+fn duplicate_service_names_the_first() {
+    let text = format!("{GOOD}\n[[service]]\nvip = \"203.0.113.10\"\nport = 80\n");
+    let e = err_at(&text, 20, 1, "duplicate service 203.0.113.10:80/tcp (first defined on line 5)");
+    assert!(e.hint.contains("merge"));
+    let text = GOOD.replace("198.51.100.12", "198.51.100.11");
+    err_at(&text, 11, 3, "listed twice");
+}
+
+#[test]
+fn weight_out_of_range() {
+    let text = GOOD.replace("weight = 2", "weight = 70000");
+    let e = err_at(&text, 11, 41, "weight 70000 is out of range");
+    assert!(e.hint.contains("65535"));
+    err_at(&GOOD.replace("weight = 2", "weight = -1"), 11, 41, "out of range");
+}
+
+#[test]
+fn other_values_are_checked() {
+    err_at(&GOOD.replace("protocol = \"udp\"", "protocol = \"sctp\""), 17, 12, "unknown protocol");
+    err_at(&GOOD.replace("port = 80", "port = 65536"), 7, 8, "port 65536");
+    err_at(&GOOD.replace("protocol = \"tcp\"", "protocol = \"tcp\"\nscheduler = \"fifo\""), 9, 13, "unknown scheduler");
+    let e = err_at(&GOOD.replace("interface = \"eth0\"", "interface = \"eth0\"\ntable_size = 65536"), 4, 14, "not prime");
+    assert!(e.hint.contains("65537"));
+    let e = parse("[[service]]\nvip = \"203.0.113.10\"\nport = 80\n").unwrap_err();
+    assert!(e.message.contains("[agent]"), "{e}");
+    let e = parse("[agent]\n").unwrap_err();
+    assert_eq!(e.line, 1);
+    assert!(e.message.contains("interface"));
+}

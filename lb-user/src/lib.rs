@@ -1,0 +1,5 @@
+//! The `lb` agent and tools: config, tables, map writing, MAC resolution, inspection.
+
+pub mod addr;
+pub mod config;
+pub mod maglev;
