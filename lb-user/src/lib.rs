@@ -2,4 +2,7 @@
 
 pub mod addr;
 pub mod config;
+pub mod ebpf;
+pub mod dataplane;
 pub mod maglev;
+pub mod plan;

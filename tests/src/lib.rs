@@ -1,1 +1,9 @@
+//! Test support shared by the integration tests and `cargo xtask`: frame
+//! building, a BPF_PROG_TEST_RUN harness, and namespace labs that clean up
+//! after themselves.
 
+pub mod bpf;
+pub mod frame;
+pub mod lab;
+pub mod netns;
+pub mod require;

@@ -1,0 +1,323 @@
+//! The one writer of the maps. `apply` moves the maps to a desired state by
+//! diff: only changed backends are rewritten, and a service's table is
+//! rebuilt only when its usable backends or weights change. A new table goes
+//! into the inactive slot first; one SERVICES write then flips the active
+//! slot, so no packet sees half a table.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    net::IpAddr,
+};
+
+use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError};
+use lb_common::{
+    BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, NO_BACKEND, ServiceKey, ServiceMeta, names,
+};
+use thiserror::Error;
+
+use crate::{
+    addr,
+    ebpf::Sizes,
+    maglev,
+    plan::{DesiredBackend, DesiredService},
+};
+
+#[derive(Debug, Error)]
+pub enum DataplaneError {
+    #[error("map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("map {0}: {1}")]
+    Map(&'static str, MapError),
+    #[error("devmap: {0}")]
+    Devmap(#[from] aya::maps::xdp::XdpMapError),
+    #[error("no free {0} id (raise max_{0}s)")]
+    Full(&'static str),
+}
+
+type Result<T> = std::result::Result<T, DataplaneError>;
+
+/// Ids handed out fresh first, so a just-freed id (still named by old flows)
+/// is reused as late as possible.
+#[derive(Debug)]
+struct IdPool {
+    next: u32,
+    max: u32,
+    free: VecDeque<u32>,
+}
+
+impl IdPool {
+    fn new(max: u32) -> Self {
+        Self { next: 0, max, free: VecDeque::new() }
+    }
+    fn alloc(&mut self, what: &'static str) -> Result<u32> {
+        if self.next < self.max {
+            self.next += 1;
+            return Ok(self.next - 1);
+        }
+        self.free.pop_front().ok_or(DataplaneError::Full(what))
+    }
+    fn release(&mut self, id: u32) {
+        self.free.push_back(id);
+    }
+    /// Mark `ids` (found in live maps) as taken.
+    fn adopt(&mut self, ids: &BTreeSet<u32>) {
+        self.next = ids.last().map_or(0, |m| m + 1);
+        self.free = (0..self.next).filter(|i| !ids.contains(i)).collect();
+    }
+}
+
+#[derive(Debug)]
+struct SvcState {
+    meta: ServiceMeta,
+    /// What each table slot holds, when known (unknown after a restart).
+    slots: [Option<Vec<u32>>; 2],
+    backends: BTreeMap<IpAddr, (u32, Backend)>,
+}
+
+/// Map writes done so far, for `lb show stats` and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Writes {
+    pub tables: u64,
+    pub table_entries: u64,
+    pub backends: u64,
+    pub services: u64,
+}
+
+pub struct Dataplane {
+    services_map: HashMap<MapData, ServiceKey, ServiceMeta>,
+    tables: Array<MapData, u32>,
+    backends_map: Array<MapData, Backend>,
+    devmap: DevMapHash<MapData>,
+    sizes: Sizes,
+    services: BTreeMap<ServiceKey, SvcState>,
+    service_ids: IdPool,
+    backend_ids: IdPool,
+    devmap_ifaces: BTreeSet<u32>,
+    pub writes: Writes,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T> {
+    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
+    T::try_from(map).map_err(|e| DataplaneError::Map(name, e))
+}
+
+impl Dataplane {
+    /// Take the writable maps out of a loaded object and adopt whatever
+    /// services and backends a previous agent left in them.
+    pub fn new(ebpf: &mut aya::Ebpf, sizes: Sizes) -> Result<Self> {
+        let mut dp = Self {
+            services_map: take(ebpf, names::SERVICES)?,
+            tables: take(ebpf, names::TABLES)?,
+            backends_map: take(ebpf, names::BACKENDS)?,
+            devmap: take(ebpf, names::DEVMAP)?,
+            sizes,
+            services: BTreeMap::new(),
+            service_ids: IdPool::new(sizes.max_services),
+            backend_ids: IdPool::new(sizes.max_backends),
+            devmap_ifaces: BTreeSet::new(),
+            writes: Writes::default(),
+        };
+        dp.adopt()?;
+        Ok(dp)
+    }
+
+    /// The id of `backend` in `service`, if configured.
+    pub fn backend_id(&self, service: &ServiceKey, backend: IpAddr) -> Option<u32> {
+        self.services.get(service)?.backends.get(&backend).map(|(id, _)| *id)
+    }
+
+    /// The id of `service`, if configured.
+    pub fn service_id(&self, service: &ServiceKey) -> Option<u32> {
+        self.services.get(service).map(|s| s.meta.id)
+    }
+
+    fn adopt(&mut self) -> Result<()> {
+        let mut by_id: BTreeMap<u32, ServiceKey> = BTreeMap::new();
+        for item in self.services_map.iter() {
+            let (key, meta) = item.map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+            by_id.insert(meta.id, key);
+            self.services.insert(key, SvcState { meta, slots: [None, None], backends: BTreeMap::new() });
+        }
+        let mut backend_ids = BTreeSet::new();
+        for id in 0..self.sizes.max_backends {
+            let b = self.backends_map.get(&id, 0).map_err(|e| DataplaneError::Map(names::BACKENDS, e))?;
+            if b.flags & BACKEND_CONFIGURED == 0 {
+                continue;
+            }
+            match by_id.get(&b.service).and_then(|k| self.services.get_mut(k)) {
+                Some(s) => {
+                    s.backends.insert(addr::from_bytes(&b.addr, b.family), (id, b));
+                    backend_ids.insert(id);
+                }
+                // Orphan of a service that is gone: clear it.
+                None => self.write_backend(id, &Backend::default())?,
+            }
+        }
+        self.service_ids.adopt(&by_id.keys().copied().collect());
+        self.backend_ids.adopt(&backend_ids);
+        if !self.services.is_empty() {
+            tracing::info!(services = self.services.len(), backends = backend_ids.len(), "adopted live maps from a previous agent");
+        }
+        Ok(())
+    }
+
+    pub fn apply(&mut self, desired: &[DesiredService]) -> Result<()> {
+        let wanted: BTreeSet<ServiceKey> = desired.iter().map(|d| d.key).collect();
+        let gone: Vec<ServiceKey> = self.services.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        for key in gone {
+            self.remove_service(&key)?;
+        }
+        for d in desired {
+            self.apply_service(d)?;
+        }
+        Ok(())
+    }
+
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<()> {
+        let Some(s) = self.services.remove(key) else { return Ok(()) };
+        // Unhook the VIP first, so no packet looks up a half-cleared service.
+        match self.services_map.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(DataplaneError::Map(names::SERVICES, e)),
+        }
+        self.writes.services += 1;
+        for (id, _) in s.backends.values() {
+            self.write_backend(*id, &Backend::default())?;
+            self.backend_ids.release(*id);
+        }
+        self.service_ids.release(s.meta.id);
+        tracing::info!(service = %addr::service_name(key), "service removed");
+        Ok(())
+    }
+
+    fn apply_service(&mut self, d: &DesiredService) -> Result<()> {
+        if !self.services.contains_key(&d.key) {
+            let id = self.service_ids.alloc("service")?;
+            let meta = ServiceMeta {
+                id,
+                table_base: id * 2 * self.sizes.table_size,
+                table_size: self.sizes.table_size,
+                active_slot: 0,
+                ..Default::default()
+            };
+            self.services.insert(d.key, SvcState { meta, slots: [None, None], backends: BTreeMap::new() });
+            tracing::info!(service = %addr::service_name(&d.key), id, "service added");
+        }
+        // Backends: add and update first, so the table never names a missing one.
+        let mut ids = Vec::with_capacity(d.backends.len());
+        for b in &d.backends {
+            ids.push(self.upsert_backend(&d.key, b)?);
+        }
+        let s = &self.services[&d.key];
+        let stale: Vec<(IpAddr, u32)> = s
+            .backends
+            .iter()
+            .filter(|(a, _)| !d.backends.iter().any(|b| b.addr == **a))
+            .map(|(a, (id, _))| (*a, *id))
+            .collect();
+
+        let table = self.build_table(d, &ids);
+        let s = self.services.get_mut(&d.key).expect("inserted above");
+        let mut meta = s.meta;
+        meta.scheduler = d.scheduler;
+        meta.forward = d.forward;
+        meta.hash_fields = d.hash_fields;
+        let active = (s.meta.active_slot & 1) as usize;
+        let table_changed = s.slots[active].as_ref() != Some(&table);
+        if table_changed {
+            let inactive = 1 - active;
+            let base = meta.table_base + inactive as u32 * meta.table_size;
+            let old = s.slots[inactive].take();
+            let mut written = 0u64;
+            for (i, &e) in table.iter().enumerate() {
+                if old.as_ref().is_some_and(|o| o[i] == e) {
+                    continue;
+                }
+                self.tables.set(base + i as u32, e, 0).map_err(|e| DataplaneError::Map(names::TABLES, e))?;
+                written += 1;
+            }
+            s.slots[inactive] = Some(table);
+            meta.active_slot = inactive as u32;
+            self.writes.tables += 1;
+            self.writes.table_entries += written;
+        }
+        if table_changed || meta != s.meta || self.services_map.get(&d.key, 0).is_err() {
+            self.services_map.insert(d.key, meta, 0).map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+            s.meta = meta;
+            self.writes.services += 1;
+        }
+        // Only now that the table no longer names them, retire removed backends.
+        for (a, id) in stale {
+            self.services.get_mut(&d.key).expect("present").backends.remove(&a);
+            self.write_backend(id, &Backend::default())?;
+            self.backend_ids.release(id);
+            tracing::info!(service = %addr::service_name(&d.key), backend = %a, "backend removed");
+        }
+        Ok(())
+    }
+
+    /// The Maglev table for `d`, as backend ids.
+    fn build_table(&self, d: &DesiredService, ids: &[u32]) -> Vec<u32> {
+        let keys: Vec<[u8; 16]> = d.backends.iter().map(|b| addr::to_bytes(b.addr)).collect();
+        let entries: Vec<maglev::Entry<'_>> = d
+            .backends
+            .iter()
+            .zip(&keys)
+            .map(|(b, k)| maglev::Entry { key: k, weight: if usable(b) { b.weight } else { 0 } })
+            .collect();
+        maglev::build(&entries, self.sizes.table_size)
+            .into_iter()
+            .map(|i| if i == NO_BACKEND { NO_BACKEND } else { ids[i as usize] })
+            .collect()
+    }
+
+    fn upsert_backend(&mut self, key: &ServiceKey, b: &DesiredBackend) -> Result<u32> {
+        let service_id = self.services[key].meta.id;
+        let existing = self.services[key].backends.get(&b.addr).map(|(id, _)| *id);
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let id = self.backend_ids.alloc("backend")?;
+                tracing::info!(service = %addr::service_name(key), backend = %b.addr, id, "backend added");
+                id
+            }
+        };
+        let mut flags = BACKEND_CONFIGURED;
+        if b.mac.is_some() {
+            flags |= BACKEND_HAS_MAC;
+        }
+        if b.healthy {
+            flags |= BACKEND_HEALTHY;
+        }
+        let entry = Backend {
+            addr: addr::to_bytes(b.addr),
+            mac: b.mac.unwrap_or_default(),
+            src_mac: b.src_mac,
+            ifindex: b.ifindex,
+            flags,
+            service: service_id,
+            weight: b.weight,
+            family: addr::family(b.addr),
+            _pad: [0; 3],
+        };
+        let s = self.services.get_mut(key).expect("caller inserted the service");
+        if s.backends.get(&b.addr).map(|(_, e)| e) != Some(&entry) {
+            s.backends.insert(b.addr, (id, entry));
+            self.write_backend(id, &entry)?;
+        }
+        if b.ifindex != 0 && self.devmap_ifaces.insert(b.ifindex) {
+            self.devmap
+                .insert(b.ifindex, b.ifindex, None, 0)?;
+        }
+        Ok(id)
+    }
+
+    fn write_backend(&mut self, id: u32, b: &Backend) -> Result<()> {
+        self.writes.backends += 1;
+        self.backends_map.set(id, b, 0).map_err(|e| DataplaneError::Map(names::BACKENDS, e))
+    }
+}
+
+fn usable(b: &DesiredBackend) -> bool {
+    b.mac.is_some() && b.healthy
+}

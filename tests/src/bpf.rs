@@ -1,0 +1,110 @@
+//! A loaded copy of the XDP object with its own pin directory, for
+//! BPF_PROG_TEST_RUN tests and benchmarks. Dropping it removes the pins.
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions},
+};
+use lb_common::{FlowKey, FlowValue, Reason, names, stats::REASON_COUNT};
+use lb_user::{
+    dataplane::Dataplane,
+    ebpf::{self, Sizes},
+};
+
+/// Small maps: tests need few flows, and many harnesses may exist at once.
+pub const TEST_SIZES: Sizes = Sizes { flows: 65_536, max_services: 8, max_backends: 64, table_size: 65_537 };
+
+pub struct Harness {
+    pub ebpf: Ebpf,
+    pub dp: Dataplane,
+    pin_dir: PathBuf,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A pin directory unique to this process and call.
+pub fn unique_pin_dir(tag: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "/sys/fs/bpf/lb-test-{tag}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+impl Harness {
+    pub fn new(sizes: Sizes) -> Result<Self> {
+        let pin_dir = unique_pin_dir("bpf");
+        let mut ebpf = ebpf::load(&pin_dir, sizes).context("loading the XDP object")?;
+        for p in [names::PROG_LB, names::PROG_BENCH_EMPTY, names::PROG_BENCH_FLOOR] {
+            ebpf::program(&mut ebpf, p).with_context(|| format!("verifying {p}"))?;
+        }
+        let dp = Dataplane::new(&mut ebpf, sizes)?;
+        Ok(Self { ebpf, dp, pin_dir })
+    }
+
+    /// Run `prog` once on `frame`: (verdict, output frame).
+    pub fn run(&self, prog: &str, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let p: &aya::programs::Xdp = self.ebpf.program(prog).context("program")?.try_into()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = p.test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    /// Wall-clock time of `frames.len()` single runs, one frame each.
+    pub fn time_runs(&self, prog: &str, frames: &[Vec<u8>]) -> Result<Duration> {
+        let p: &aya::programs::Xdp = self.ebpf.program(prog).context("program")?.try_into()?;
+        let mut out = vec![0u8; 512];
+        let start = Instant::now();
+        for f in frames {
+            p.test_run(TestRunOptions { data_in: Some(f), data_out: Some(&mut out), ..Default::default() })?;
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Sum over CPUs of every reason counter.
+    pub fn reasons(&self) -> Result<[u64; REASON_COUNT as usize]> {
+        let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.ebpf.map(names::REASON_STATS).context("map")?)?;
+        let mut out = [0u64; REASON_COUNT as usize];
+        for r in Reason::ALL {
+            out[r as usize] = m.get(&(r as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+
+    pub fn insert_flow(&mut self, key: FlowKey, value: FlowValue) -> Result<()> {
+        let mut m: HashMap<&mut MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.ebpf.map_mut(names::FLOWS).context("map")?)?;
+        m.insert(key, value, 0)?;
+        Ok(())
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        let m: HashMap<&MapData, FlowKey, FlowValue> = HashMap::try_from(self.ebpf.map(names::FLOWS)?).ok()?;
+        m.get(key, 0).ok()
+    }
+
+    pub fn clear_flows(&mut self) -> Result<()> {
+        let mut m: HashMap<&mut MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.ebpf.map_mut(names::FLOWS).context("map")?)?;
+        let keys: Vec<FlowKey> = m.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            let _ = m.remove(&k);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        ebpf::unpin_all(&self.pin_dir);
+    }
+}

@@ -1,0 +1,149 @@
+//! Ethernet frames built byte by byte, for table tests and benchmarks.
+
+use std::net::IpAddr;
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x05];
+
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMP: u8 = 1;
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+
+/// One frame's fields; `build()` lays them out.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub tcp_flags: u8,
+    pub vlan: Option<u16>,
+    /// IPv4 options words (IHL = 5 + this).
+    pub ip_option_words: u8,
+    /// IPv4 flags+fragment offset field.
+    pub frag: u16,
+    /// IPv6: an extension header (next header value) before L4.
+    pub ipv6_ext: Option<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16) -> Self {
+        Self {
+            src: src.parse().expect("address"),
+            dst: dst.parse().expect("address"),
+            sport,
+            dport,
+            proto: TCP,
+            tcp_flags: SYN,
+            vlan: None,
+            ip_option_words: 0,
+            frag: 0x4000, // DF
+            ipv6_ext: None,
+            payload: Vec::new(),
+        }
+    }
+
+    pub fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> Self {
+        Self { proto: UDP, payload: b"hello".to_vec(), ..Self::tcp(src, sport, dst, dport) }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut f = Vec::with_capacity(128);
+        f.extend_from_slice(&LB_MAC);
+        f.extend_from_slice(&CLIENT_MAC);
+        let ethertype: u16 = if self.dst.is_ipv4() { 0x0800 } else { 0x86dd };
+        if let Some(vid) = self.vlan {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        let l4 = self.l4();
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let ihl = 5 + self.ip_option_words;
+                let total = ihl as usize * 4 + l4.len();
+                let start = f.len();
+                f.push(0x40 | ihl);
+                f.push(0);
+                f.extend_from_slice(&(total as u16).to_be_bytes());
+                f.extend_from_slice(&[0x12, 0x34]);
+                f.extend_from_slice(&self.frag.to_be_bytes());
+                f.push(64);
+                f.push(self.proto);
+                f.extend_from_slice(&[0, 0]);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+                // Options: NOPs, then end-of-list.
+                for i in 0..self.ip_option_words as usize * 4 {
+                    f.push(if i + 1 == self.ip_option_words as usize * 4 { 0 } else { 1 });
+                }
+                let sum = checksum(&f[start..], 0);
+                f[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let ext_len = if self.ipv6_ext.is_some() { 8 } else { 0 };
+                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                f.extend_from_slice(&((l4.len() + ext_len) as u16).to_be_bytes());
+                f.push(self.ipv6_ext.unwrap_or(self.proto));
+                f.push(64);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+                if self.ipv6_ext.is_some() {
+                    f.extend_from_slice(&[self.proto, 0, 1, 4, 0, 0, 0, 0]);
+                }
+            }
+            _ => panic!("source and destination of different families"),
+        }
+        f.extend_from_slice(&l4);
+        f
+    }
+
+    fn l4(&self) -> Vec<u8> {
+        let mut l = Vec::new();
+        l.extend_from_slice(&self.sport.to_be_bytes());
+        l.extend_from_slice(&self.dport.to_be_bytes());
+        match self.proto {
+            TCP => {
+                l.extend_from_slice(&1u32.to_be_bytes());
+                l.extend_from_slice(&0u32.to_be_bytes());
+                l.push(0x50);
+                l.push(self.tcp_flags);
+                l.extend_from_slice(&[0xfa, 0xf0, 0, 0, 0, 0]);
+            }
+            UDP => {
+                l.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
+                l.extend_from_slice(&[0, 0]);
+            }
+            _ => l.extend_from_slice(&[8, 0, 0, 0]),
+        }
+        l.extend_from_slice(&self.payload);
+        l
+    }
+}
+
+/// An ARP request frame (not IP).
+pub fn arp_request() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[198, 51, 100, 2, 0, 0, 0, 0, 0, 0, 203, 0, 113, 10]);
+    f
+}
+
+/// The RFC 1071 Internet checksum.
+pub fn checksum(data: &[u8], initial: u32) -> u16 {
+    let mut sum = initial;
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
