@@ -31,8 +31,10 @@ pub const ALL_MAPS: [&str; 8] = [
 
 /// The XDP entry point.
 pub const PROG_LB: &str = "lb_xdp";
-/// Benchmark references: an empty program and a parse-and-XDP_TX floor.
-pub const PROG_BENCH_EMPTY: &str = "bench_empty";
+/// Passes every frame: the benchmark's empty baseline, and what the lab
+/// attaches to a veth peer so frames sent there with XDP_TX are received.
+pub const PROG_XDP_PASS: &str = "xdp_pass";
+/// Benchmark floor: parse to L4 and XDP_TX.
 pub const PROG_BENCH_FLOOR: &str = "bench_floor";
 
 /// Default pin directory. Versioned: bump when a map layout changes, since a

@@ -1,8 +1,12 @@
 //! The `lb` agent and tools: config, tables, map writing, MAC resolution, inspection.
 
 pub mod addr;
+pub mod agent;
+pub mod cmd;
 pub mod config;
-pub mod ebpf;
 pub mod dataplane;
+pub mod ebpf;
 pub mod maglev;
+pub mod neigh;
+pub mod pinned;
 pub mod plan;

@@ -43,7 +43,7 @@ impl Harness {
     pub fn new(sizes: Sizes) -> Result<Self> {
         let pin_dir = unique_pin_dir("bpf");
         let mut ebpf = ebpf::load(&pin_dir, sizes).context("loading the XDP object")?;
-        for p in [names::PROG_LB, names::PROG_BENCH_EMPTY, names::PROG_BENCH_FLOOR] {
+        for p in [names::PROG_LB, names::PROG_XDP_PASS, names::PROG_BENCH_FLOOR] {
             ebpf::program(&mut ebpf, p).with_context(|| format!("verifying {p}"))?;
         }
         let dp = Dataplane::new(&mut ebpf, sizes)?;

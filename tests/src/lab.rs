@@ -1,1 +1,360 @@
-pub fn placeholder() {}
+//! The namespace lab: a client, balancers and backends on one bridge, with
+//! documentation addresses. Tests get one per test (unique prefix) and it is
+//! torn down on drop, also when a test panics; `cargo xtask lab` keeps one
+//! up detached and finds it again by prefix.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::netns::{self, enter, ip, sysctl};
+
+pub const LAN4: &str = "198.51.100";
+pub const LAN6: &str = "2001:db8:1";
+pub const VIP4: &str = "203.0.113.10";
+pub const VIP6: &str = "2001:db8:f::10";
+pub const CLIENT4: &str = "198.51.100.2";
+/// Where labs keep configs, logs and pids.
+pub const RUN_DIR: &str = "/run/lb-lab";
+
+#[derive(Debug, Clone)]
+pub struct BackendSpec {
+    pub name: String,
+    /// Last octet / hextet of its LAN addresses.
+    pub host: u8,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    pub balancers: u8,
+    pub backends: Vec<BackendSpec>,
+}
+
+impl Default for LabSpec {
+    /// Two backends of weight 1 and one of weight 2, one balancer.
+    fn default() -> Self {
+        let b = |n: u8, w| BackendSpec { name: format!("b{n}"), host: 10 + n, weight: w };
+        Self { balancers: 1, backends: vec![b(1, 1), b(2, 1), b(3, 2)] }
+    }
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub spec: LabSpec,
+    children: Vec<(String, Child)>,
+    /// Detached labs (cargo xtask lab up) outlive this handle.
+    detached: bool,
+}
+
+/// A short prefix unique to this process and moment: namespace names stay
+/// short and parallel tests never collide.
+pub fn unique_prefix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let n = (std::process::id() << 12) ^ (t >> 8) ^ SEQ.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37);
+    format!("lb{:06x}", n & 0xff_ffff)
+}
+
+impl Lab {
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    pub fn balancer_addr(n: u8) -> String {
+        format!("{LAN4}.{}", 4 + n)
+    }
+
+    pub fn backend_addr(b: &BackendSpec) -> String {
+        format!("{LAN4}.{}", b.host)
+    }
+
+    pub fn pin_dir(&self, role: &str) -> PathBuf {
+        PathBuf::from(format!("/sys/fs/bpf/lb-lab-{}-{role}", self.prefix))
+    }
+
+    /// Build the namespaces, links and addresses; start the backends' HTTP servers.
+    pub fn up(spec: LabSpec, http_bin: &Path, detached: bool) -> Result<Lab> {
+        let prefix = unique_prefix();
+        let dir = Path::new(RUN_DIR).join(&prefix);
+        fs::create_dir_all(&dir)?;
+        let mut lab = Lab { prefix, dir, spec, children: Vec::new(), detached };
+        // On error the partly built lab is dropped, and so removed.
+        lab.build()?;
+        let backends = lab.spec.backends.clone();
+        for b in &backends {
+            let mut cmd = Command::new(http_bin);
+            cmd.args(["--name", &b.name, "--listen", "0.0.0.0:80", "--listen", "[::]:80"]);
+            lab.spawn(&b.name, &b.name, cmd)?;
+        }
+        for b in &backends {
+            lab.wait_listening(&b.name, &format!("{}:80", Self::backend_addr(b)))?;
+        }
+        Ok(lab)
+    }
+
+    fn build(&mut self) -> Result<()> {
+        let sw = self.ns("sw");
+        ip("", &format!("netns add {sw}"))?;
+        ip(&sw, "link add br0 type bridge")?;
+        ip(&sw, "link set br0 up")?;
+        ip(&sw, "link set lo up")?;
+        self.host("c", 2, false)?;
+        for n in 1..=self.spec.balancers {
+            self.host(&format!("lb{n}"), 4 + n, false)?;
+            let ns = self.ns(&format!("lb{n}"));
+            // The VIP lives on the balancer (statically, until VRRP moves it).
+            ip(&ns, &format!("addr add {VIP4}/32 dev eth0"))?;
+            ip(&ns, &format!("addr add {VIP6}/128 dev eth0 nodad"))?;
+            // XDP_TX out of a veth is dropped unless the peer runs XDP too.
+            self.attach_pass(&format!("lb{n}"))?;
+        }
+        let backends = self.spec.backends.clone();
+        for b in &backends {
+            self.host(&b.name, b.host, true)?;
+        }
+        let c = self.ns("c");
+        // A veth hands on TCP/UDP with only a partial checksum (offload);
+        // after XDP_TX re-sends the frame that state is lost and the backend
+        // drops it as corrupt. Real NICs put full checksums on the wire.
+        netns::exec(&c, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        ip(&c, "route add 203.0.113.0/24 dev eth0")?;
+        ip(&c, "-6 route add 2001:db8:f::/64 dev eth0")?;
+        Ok(())
+    }
+
+    /// Attach `xdp_pass` to port `port` of the bridge namespace, pinned so
+    /// it outlives this process (detached labs); removed with the lab's pins.
+    fn attach_pass(&self, port: &str) -> Result<()> {
+        use aya::programs::{XdpMode, links::FdLink};
+        let pin = self.pin_dir(&format!("sw-{port}"));
+        let port = port.to_string();
+        netns::in_ns(&self.ns("sw"), move || -> Result<()> {
+            let tiny = lb_user::ebpf::Sizes { flows: 1024, max_services: 1, max_backends: 1, table_size: 7 };
+            let mut bpf = lb_user::ebpf::load(&pin, tiny)?;
+            let prog = lb_user::ebpf::program(&mut bpf, lb_common::names::PROG_XDP_PASS)?;
+            let id = prog.attach(&port, XdpMode::Driver)?;
+            let link = FdLink::try_from(prog.take_link(id)?)?;
+            link.pin(pin.join(lb_common::names::LINK_PIN))?;
+            Ok(())
+        })?
+    }
+
+    /// A namespace `role` with eth0 on the bridge at LAN host number `host`.
+    fn host(&self, role: &str, host: u8, backend: bool) -> Result<()> {
+        let ns = self.ns(role);
+        let sw = self.ns("sw");
+        ip("", &format!("netns add {ns}"))?;
+        ip(&ns, &format!("link add eth0 type veth peer name {role} netns {sw}"))?;
+        ip(&sw, &format!("link set {role} master br0 up"))?;
+        ip(&ns, "link set lo up")?;
+        ip(&ns, &format!("addr add {LAN4}.{host}/24 dev eth0"))?;
+        ip(&ns, &format!("addr add {LAN6}::{host:x}/64 dev eth0 nodad"))?;
+        ip(&ns, "link set eth0 up")?;
+        if backend {
+            // LVS-DR real server: the VIP on lo, never answered for or announced on eth0.
+            ip(&ns, &format!("addr add {VIP4}/32 dev lo"))?;
+            ip(&ns, &format!("addr add {VIP6}/128 dev lo"))?;
+            for dev in ["all", "eth0"] {
+                sysctl(&ns, &format!("net.ipv4.conf.{dev}.arp_ignore"), "1")?;
+                sysctl(&ns, &format!("net.ipv4.conf.{dev}.arp_announce"), "2")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Start `cmd` inside namespace `role`, logging to DIR/NAME.log.
+    pub fn spawn(&mut self, role: &str, name: &str, mut cmd: Command) -> Result<()> {
+        let log = fs::File::create(self.dir.join(format!("{name}.log")))?;
+        enter(&mut cmd, &self.ns(role))?;
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        if self.detached {
+            // Own session: survives the xtask that started it.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        fs::write(self.dir.join(format!("{name}.pid")), child.id().to_string())?;
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// Write the balancer config for `role` and return its path.
+    pub fn write_config(&self, role: &str, services: &str) -> Result<PathBuf> {
+        let path = self.dir.join(format!("{role}.toml"));
+        let text = format!(
+            "# Lab balancer {role}; written by the lab.\n[agent]\ninterface = \"eth0\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_services = 8\nmax_backends = 64\n\n{services}",
+            self.pin_dir(role).display()
+        );
+        fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// The lab's default service: the VIP on port 80 over every backend.
+    pub fn default_services(&self) -> String {
+        let mut s = String::new();
+        for vip in [VIP4, VIP6] {
+            let _ = writeln!(s, "[[service]]\nvip = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\nbackends = [");
+            for b in &self.spec.backends {
+                let a = if vip == VIP4 { Self::backend_addr(b) } else { format!("{LAN6}::{:x}", b.host) };
+                let _ = writeln!(s, "  {{ address = \"{a}\", weight = {} }},", b.weight);
+            }
+            s.push_str("]\n\n");
+        }
+        s
+    }
+
+    /// Start `lb run -c CONFIG` in balancer namespace `role`.
+    pub fn start_agent(&mut self, role: &str, lb_bin: &Path, config: &Path) -> Result<()> {
+        let mut cmd = Command::new(lb_bin);
+        cmd.args(["run", "-c"]).arg(config);
+        self.spawn(role, role, cmd)
+    }
+
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.iter().find(|(n, _)| n == name).map(|(_, c)| c.id())
+    }
+
+    pub fn signal(&self, name: &str, sig: i32) -> Result<()> {
+        let pid = self.pid(name).with_context(|| format!("no process {name}"))?;
+        // SAFETY: plain kill(2) on our own child.
+        if unsafe { libc::kill(pid as i32, sig) } != 0 {
+            bail!("kill {name}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Wait for child `name` to exit, up to `timeout`; returns whether it did.
+    pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some((_, c)) = self.children.iter_mut().find(|(n, _)| n == name)
+                && c.try_wait().ok().flatten().is_some()
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Wait until a TCP connect from the client to `addr` succeeds.
+    pub fn wait_listening(&self, role: &str, addr: &str) -> Result<()> {
+        let addr: std::net::SocketAddr = addr.parse()?;
+        let ok = netns::in_ns(&self.ns(role), move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
+        })?;
+        if !ok {
+            bail!("nothing listens on {addr} in {role} after 10 s");
+        }
+        Ok(())
+    }
+
+    /// Tear down: stop processes (SIGTERM, then SIGKILL), remove
+    /// namespaces, pins and the run directory.
+    pub fn down(&mut self) {
+        for (_, c) in &self.children {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for (_, c) in &mut self.children {
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
+        remove_resources(&self.prefix);
+    }
+
+    /// Forget the children without stopping them (detached labs).
+    pub fn release(mut self) {
+        self.children.clear();
+        self.detached = true;
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// Remove everything a detached lab with `prefix` made: the processes
+/// recorded in its run directory, then its namespaces, pins and directory.
+pub fn remove(prefix: &str) {
+    let dir = Path::new(RUN_DIR).join(prefix);
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "pid")
+                && let Some(pid) = fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+        // Give agents a moment to detach and unpin on SIGTERM.
+        std::thread::sleep(Duration::from_millis(300));
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "pid")
+                && let Some(pid) = fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    remove_resources(prefix);
+}
+
+/// Namespaces, pins and the run directory of lab `prefix`.
+fn remove_resources(prefix: &str) {
+    let dir = Path::new(RUN_DIR).join(prefix);
+    for ns in netns::list(&format!("{prefix}-")) {
+        netns::delete(&ns);
+    }
+    if let Ok(entries) = fs::read_dir("/sys/fs/bpf") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(&format!("lb-lab-{prefix}-")) {
+                lb_user::ebpf::unpin_all(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Prefixes of labs that are up (have a run directory).
+pub fn running() -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(RUN_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}

@@ -4,6 +4,7 @@
 
 pub mod bpf;
 pub mod frame;
+pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod require;

@@ -1,1 +1,92 @@
+//! Network namespace plumbing for labs: run `ip`, run code or children
+//! inside a namespace (network namespace only, so pins stay in the host's
+//! bpffs), and remove namespaces.
 
+use std::{
+    fs::File,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    process::{Command, Output},
+};
+
+use anyhow::{Context, Result, bail};
+
+pub fn netns_path(ns: &str) -> String {
+    format!("/run/netns/{ns}")
+}
+
+/// Run a command to completion; fail with its stderr.
+pub fn run(cmd: &str, args: &[&str]) -> Result<Output> {
+    let out = Command::new(cmd).args(args).output().with_context(|| format!("running {cmd}"))?;
+    if !out.status.success() {
+        bail!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out)
+}
+
+/// `ip -n NS ARGS...` (or plain `ip ARGS` when ns is empty).
+pub fn ip(ns: &str, args: &str) -> Result<Output> {
+    let mut v: Vec<&str> = Vec::new();
+    if !ns.is_empty() {
+        v.extend(["-n", ns]);
+    }
+    v.extend(args.split_whitespace());
+    run("ip", &v)
+}
+
+/// `ip netns exec NS CMD...`, for tools that need the namespace's /sys too.
+pub fn exec(ns: &str, args: &[&str]) -> Result<Output> {
+    let mut v = vec!["netns", "exec", ns];
+    v.extend_from_slice(args);
+    run("ip", &v)
+}
+
+pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
+    exec(ns, &["sysctl", "-qw", &format!("{key}={value}")]).map(|_| ())
+}
+
+/// Make `cmd` start inside network namespace `ns` (mount namespace untouched).
+pub fn enter(cmd: &mut Command, ns: &str) -> Result<()> {
+    let f = File::open(netns_path(ns)).with_context(|| format!("opening namespace {ns}"))?;
+    let fd = f.as_raw_fd();
+    // SAFETY: setns is async-signal-safe; `f` outlives the spawn (the closure
+    // owns it), so the fd is valid in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &f;
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Run `f` on a new thread that has joined namespace `ns`.
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let file = File::open(netns_path(ns)).with_context(|| format!("opening namespace {ns}"))?;
+    std::thread::spawn(move || {
+        // SAFETY: affects only this thread.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(anyhow::anyhow!("setns: {}", std::io::Error::last_os_error()));
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
+}
+
+/// Every namespace whose name starts with `prefix`.
+pub fn list(prefix: &str) -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return Vec::new() };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn delete(ns: &str) {
+    let _ = Command::new("ip").args(["netns", "delete", ns]).output();
+}

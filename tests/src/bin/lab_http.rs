@@ -1,1 +1,101 @@
-fn main() {}
+//! The lab's backend: a small HTTP/1.1 server that answers every request with
+//! its own name, so a client can see which backend served it. Keep-alive is
+//! supported, so one connection can make many requests.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{TcpListener, TcpStream},
+    thread,
+};
+
+fn main() {
+    let mut name = String::from("backend");
+    let mut listen = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--name" => name = args.next().expect("--name NAME"),
+            "--listen" => listen.push(args.next().expect("--listen ADDR:PORT")),
+            _ => {
+                eprintln!("usage: lab-http --name NAME --listen ADDR:PORT [--listen ...]");
+                std::process::exit(2);
+            }
+        }
+    }
+    if listen.is_empty() {
+        listen.push("0.0.0.0:80".into());
+    }
+    let mut handles = Vec::new();
+    for addr in listen {
+        let l = listen_on(&addr);
+        let name = name.clone();
+        eprintln!("lab-http {name}: listening on {addr}");
+        handles.push(thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let name = name.clone();
+                thread::spawn(move || serve(conn, &name));
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+fn listen_on(addr: &str) -> TcpListener {
+    // An IPv6 wildcard must not also claim IPv4, or it clashes with 0.0.0.0.
+    let sa: std::net::SocketAddr = addr.parse().expect("ADDR:PORT");
+    let domain = if sa.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let one: libc::c_int = 1;
+        let p = &one as *const _ as *const libc::c_void;
+        let n = std::mem::size_of::<libc::c_int>() as u32;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, p, n);
+        if sa.is_ipv6() {
+            libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, p, n);
+        }
+        let (storage, len) = lb_tests::http::raw(&sa);
+        assert!(libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) == 0, "bind {addr}: {}", std::io::Error::last_os_error());
+        assert!(libc::listen(fd, 1024) == 0, "listen");
+        std::os::fd::FromRawFd::from_raw_fd(fd)
+    }
+}
+
+fn serve(conn: TcpStream, name: &str) {
+    let mut out = match conn.try_clone() {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    let mut r = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut close = line.contains("HTTP/1.0");
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let lower = h.to_ascii_lowercase();
+            if lower.starts_with("connection:") {
+                close = lower.contains("close");
+            }
+            if h == "\r\n" || h == "\n" {
+                break;
+            }
+        }
+        let body = format!("{name}\n");
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+            body.len(),
+            if close { "close" } else { "keep-alive" }
+        );
+        if out.write_all(resp.as_bytes()).is_err() || close {
+            return;
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! One file per `lb` subcommand.
+
+pub mod check;
+pub mod run;
+pub mod show;

@@ -1,0 +1,206 @@
+//! `lb show services|backends|flows|stats|table SERVICE`: the pinned maps as
+//! a person (ipvsadm -Ln style) or a script (--json) wants them.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use anyhow::{Result, bail};
+use lb_common::{Backend, NO_BACKEND, Reason, ServiceKey, ServiceMeta};
+use serde_json::{Value, json};
+
+use crate::{addr, pinned::Pinned};
+
+#[derive(Debug, Clone)]
+pub enum View {
+    Services,
+    Backends,
+    Flows { limit: usize },
+    Stats,
+    Table { service: String },
+}
+
+pub fn run(p: &Pinned, view: &View, as_json: bool) -> Result<String> {
+    let (text, value) = match view {
+        View::Services => services(p)?,
+        View::Backends => backends(p)?,
+        View::Flows { limit } => flows(p, *limit)?,
+        View::Stats => stats(p)?,
+        View::Table { service } => table(p, service)?,
+    };
+    Ok(if as_json { format!("{:#}\n", value) } else { text })
+}
+
+fn sched_name(m: &ServiceMeta) -> &'static str {
+    match m.scheduler {
+        lb_common::SCHED_MAGLEV => "maglev",
+        _ => "?",
+    }
+}
+
+fn forward_name(m: &ServiceMeta) -> &'static str {
+    match m.forward {
+        lb_common::FORWARD_DR => "dr",
+        _ => "?",
+    }
+}
+
+/// A backend's state in one word: up, drain (weight 0), no-mac, down.
+pub fn state(b: &Backend) -> &'static str {
+    if b.flags & lb_common::BACKEND_HAS_MAC == 0 {
+        "no-mac"
+    } else if b.flags & lb_common::BACKEND_HEALTHY == 0 {
+        "down"
+    } else if b.weight == 0 {
+        "drain"
+    } else {
+        "up"
+    }
+}
+
+fn vip(k: &ServiceKey) -> String {
+    addr::socket(addr::from_bytes(&k.addr, k.family), k.port)
+}
+
+fn services(p: &Pinned) -> Result<(String, Value)> {
+    let mut s = format!(
+        "{:<5} {:<28} {:<9} {:<7} {:>8} {:>12} {:>14}\n",
+        "Prot", "LocalAddress:Port", "Scheduler", "Forward", "Backends", "Packets", "Bytes"
+    );
+    let mut out = Vec::new();
+    for (k, m) in p.services()? {
+        let bs = p.backends(m.id)?;
+        let up = bs.iter().filter(|(_, b)| state(b) == "up").count();
+        let st = p.service_stats(m.id);
+        let _ = writeln!(
+            s,
+            "{:<5} {:<28} {:<9} {:<7} {:>8} {:>12} {:>14}",
+            addr::proto_name(k.proto).to_uppercase(),
+            vip(&k),
+            sched_name(&m),
+            forward_name(&m),
+            format!("{up}/{}", bs.len()),
+            st.packets,
+            st.bytes
+        );
+        out.push(json!({
+            "service": addr::service_name(&k), "id": m.id, "scheduler": sched_name(&m),
+            "forward": forward_name(&m), "backends": bs.len(), "backends_up": up,
+            "packets": st.packets, "bytes": st.bytes, "active_slot": m.active_slot,
+        }));
+    }
+    Ok((s, json!({ "services": out })))
+}
+
+fn backends(p: &Pinned) -> Result<(String, Value)> {
+    let mut s = format!("{:<5} {:<28} {:<9}\n", "Prot", "LocalAddress:Port", "Scheduler");
+    let _ = writeln!(
+        s,
+        "  -> {:<36} {:>6} {:<7} {:<17} {:>10} {:>12}",
+        "RemoteAddress:Port", "Weight", "State", "MAC", "Packets", "Bytes"
+    );
+    let mut out = Vec::new();
+    for (k, m) in p.services()? {
+        let _ = writeln!(s, "{:<5} {:<28} {:<9}", addr::proto_name(k.proto).to_uppercase(), vip(&k), sched_name(&m));
+        for (id, b) in p.backends(m.id)? {
+            let a = addr::from_bytes(&b.addr, b.family);
+            let st = p.backend_stats(id);
+            let mac = if state(&b) == "no-mac" { "-".to_string() } else { addr::mac(&b.mac) };
+            let _ = writeln!(
+                s,
+                "  -> {:<36} {:>6} {:<7} {:<17} {:>10} {:>12}",
+                addr::socket(a, k.port),
+                b.weight,
+                state(&b),
+                mac,
+                st.packets,
+                st.bytes
+            );
+            out.push(json!({
+                "service": addr::service_name(&k), "id": id, "address": a.to_string(), "weight": b.weight,
+                "state": state(&b), "mac": if state(&b) == "no-mac" { Value::Null } else { json!(mac) },
+                "ifindex": b.ifindex, "packets": st.packets, "bytes": st.bytes,
+            }));
+        }
+    }
+    Ok((s, json!({ "backends": out })))
+}
+
+fn flows(p: &Pinned, limit: usize) -> Result<(String, Value)> {
+    let mut s = format!("{:<5} {:<44} {:<28} {}\n", "Prot", "Client", "LocalAddress:Port", "Backend");
+    let mut out = Vec::new();
+    let mut list = p.flows(limit)?;
+    list.sort_by_key(|(k, _)| (k.dst, k.dport, k.src, k.sport));
+    for (k, v) in &list {
+        let client = addr::socket(addr::from_bytes(&k.src, k.family), k.sport);
+        let service = addr::socket(addr::from_bytes(&k.dst, k.family), k.dport);
+        let backend = p.backend(v.backend).map(|b| addr::from_bytes(&b.addr, b.family).to_string()).unwrap_or_else(|| "?".into());
+        let _ = writeln!(s, "{:<5} {:<44} {:<28} {}", addr::proto_name(k.proto).to_uppercase(), client, service, backend);
+        out.push(json!({ "proto": addr::proto_name(k.proto), "client": client, "service": service, "backend": backend, "backend_id": v.backend }));
+    }
+    if list.len() == limit {
+        let _ = writeln!(s, "(first {limit} flows; --limit N for more)");
+    }
+    Ok((s, json!({ "flows": out })))
+}
+
+fn stats(p: &Pinned) -> Result<(String, Value)> {
+    let mut s = String::from("Verdict reasons (packets, all CPUs):\n");
+    let mut reasons = serde_json::Map::new();
+    for r in Reason::ALL {
+        let n = p.reason(r);
+        let _ = writeln!(s, "  {:<22} {n:>14}", r.name());
+        reasons.insert(r.name().into(), json!(n));
+    }
+    let (svc_text, svc_json) = services(p)?;
+    s.push_str("\nPer service:\n");
+    s.push_str(&svc_text);
+    Ok((s, json!({ "reasons": reasons, "services": svc_json["services"] })))
+}
+
+fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
+    let Some(key) = addr::parse_service_name(name) else {
+        bail!("bad service {name:?}: write it as VIP:PORT/PROTO, e.g. 203.0.113.10:80/tcp or [2001:db8:f::10]:80/tcp");
+    };
+    let Some((_, meta)) = p.services()?.into_iter().find(|(k, _)| *k == key) else {
+        bail!("no service {name} in the maps (lb show services lists them)");
+    };
+    let entries = p.table(&meta)?;
+    let mut count: BTreeMap<u32, u64> = BTreeMap::new();
+    for e in &entries {
+        *count.entry(*e).or_default() += 1;
+    }
+    let backends = p.backends(meta.id)?;
+    let total_weight: u64 = backends.iter().filter(|(_, b)| state(b) == "up").map(|(_, b)| b.weight as u64).sum();
+    let m = meta.table_size as f64;
+    let mut s = format!(
+        "{} scheduler={} table size M={} active slot {}\n  -> {:<36} {:>6} {:>10} {:>8} {:>8}\n",
+        addr::service_name(&key),
+        sched_name(&meta),
+        meta.table_size,
+        meta.active_slot,
+        "RemoteAddress:Port",
+        "Weight",
+        "Entries",
+        "Share",
+        "Wanted"
+    );
+    let mut out = Vec::new();
+    for (id, b) in &backends {
+        let n = count.get(id).copied().unwrap_or(0);
+        let wanted = if state(b) == "up" && total_weight > 0 { 100.0 * b.weight as f64 / total_weight as f64 } else { 0.0 };
+        let a = addr::from_bytes(&b.addr, b.family);
+        let _ = writeln!(
+            s,
+            "  -> {:<36} {:>6} {:>10} {:>7.2}% {:>7.2}%",
+            addr::socket(a, key.port),
+            b.weight,
+            n,
+            100.0 * n as f64 / m,
+            wanted
+        );
+        out.push(json!({ "address": a.to_string(), "weight": b.weight, "entries": n, "share": n as f64 / m, "wanted": wanted / 100.0 }));
+    }
+    if let Some(n) = count.get(&NO_BACKEND) {
+        let _ = writeln!(s, "  (no backend: {n} entries; new flows to them are dropped)");
+    }
+    Ok((s, json!({ "service": addr::service_name(&key), "table_size": meta.table_size, "active_slot": meta.active_slot, "backends": out, "empty_entries": count.get(&NO_BACKEND).copied().unwrap_or(0) })))
+}

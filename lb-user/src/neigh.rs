@@ -1,0 +1,100 @@
+//! Interfaces and backend MACs from the kernel, over rtnetlink: the agent
+//! never shells out to `ip`. A missing or stale neighbour entry is handed to
+//! the kernel's own resolver (NTF_USE), which sends the ARP / NS itself.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use futures::TryStreamExt;
+use netlink_packet_route::{
+    link::LinkAttribute,
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState},
+};
+use rtnetlink::Handle;
+
+use crate::plan::LinkInfo;
+
+/// A neighbour entry's MAC and whether the kernel vouches for it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbour {
+    pub mac: Option<[u8; 6]>,
+    /// REACHABLE or PERMANENT/NOARP: no need to nudge the kernel.
+    pub fresh: bool,
+}
+
+pub struct Net {
+    handle: Handle,
+}
+
+impl Net {
+    /// Open a netlink socket in the current network namespace.
+    pub fn new() -> std::io::Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    pub async fn link(&self, name: &str) -> Result<LinkInfo, rtnetlink::Error> {
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let Some(msg) = links.try_next().await? else {
+            return Err(rtnetlink::Error::RequestFailed);
+        };
+        let mut mac = [0u8; 6];
+        for a in &msg.attributes {
+            if let LinkAttribute::Address(b) = a
+                && b.len() == 6
+            {
+                mac.copy_from_slice(b);
+            }
+        }
+        Ok(LinkInfo { ifindex: msg.header.index, mac })
+    }
+
+    /// Every neighbour entry, keyed by (ifindex, address).
+    pub async fn neighbours(&self) -> Result<HashMap<(u32, IpAddr), Neighbour>, rtnetlink::Error> {
+        let mut out = HashMap::new();
+        let mut stream = self.handle.neighbours().get().execute();
+        while let Some(msg) = stream.try_next().await? {
+            let mut dst = None;
+            let mut mac = None;
+            for a in &msg.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => dst = Some(IpAddr::V4(*v4)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => dst = Some(IpAddr::V6(*v6)),
+                    NeighbourAttribute::LinkLocalAddress(l) if l.len() == 6 => {
+                        let mut m = [0u8; 6];
+                        m.copy_from_slice(l);
+                        mac = Some(m);
+                    }
+                    _ => {}
+                }
+            }
+            let Some(dst) = dst else { continue };
+            let state = msg.header.state;
+            let usable = matches!(
+                state,
+                NeighbourState::Reachable
+                    | NeighbourState::Stale
+                    | NeighbourState::Delay
+                    | NeighbourState::Probe
+                    | NeighbourState::Permanent
+                    | NeighbourState::Noarp
+            );
+            let fresh = matches!(state, NeighbourState::Reachable | NeighbourState::Permanent | NeighbourState::Noarp);
+            out.insert((msg.header.ifindex, dst), Neighbour { mac: mac.filter(|_| usable), fresh });
+        }
+        Ok(out)
+    }
+
+    /// Ask the kernel to (re)resolve `addr` on `ifindex` (NTF_USE: the kernel
+    /// runs its normal ARP / neighbour-solicitation state machine).
+    pub async fn resolve(&self, ifindex: u32, addr: IpAddr) -> Result<(), rtnetlink::Error> {
+        self.handle
+            .neighbours()
+            .add(ifindex, addr)
+            .flags(NeighbourFlags::Use)
+            .state(NeighbourState::None)
+            .replace()
+            .execute()
+            .await
+    }
+}

@@ -1,0 +1,118 @@
+//! Read-only access to a running (or stopped, pinned) balancer's maps, for
+//! `lb show`. Nothing here writes.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use lb_common::{
+    BACKEND_CONFIGURED, Backend, Counter, FlowKey, FlowValue, Reason, ServiceKey, ServiceMeta, names,
+};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum PinnedError {
+    #[error(
+        "no pinned maps at {0}: is `lb run` running (or stopped with --keep-pinned)? \
+         Point at its pins with -c CONFIG or --pin-dir DIR"
+    )]
+    NotFound(PathBuf),
+    #[error("map {0}: {1}")]
+    Map(&'static str, aya::maps::MapError),
+}
+
+type Result<T> = std::result::Result<T, PinnedError>;
+
+pub struct Pinned {
+    services: HashMap<MapData, ServiceKey, ServiceMeta>,
+    backends: Array<MapData, Backend>,
+    tables: Array<MapData, u32>,
+    flows: HashMap<MapData, FlowKey, FlowValue>,
+    reasons: PerCpuArray<MapData, u64>,
+    service_stats: PerCpuArray<MapData, Counter>,
+    backend_stats: PerCpuArray<MapData, Counter>,
+}
+
+fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &'static str) -> Result<T> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return Err(PinnedError::NotFound(dir.to_path_buf()));
+    }
+    let data = MapData::from_pin(&path).map_err(|e| PinnedError::Map(name, e))?;
+    let map = Map::from_map_data(data).map_err(|e| PinnedError::Map(name, e))?;
+    T::try_from(map).map_err(|e| PinnedError::Map(name, e))
+}
+
+fn sum(c: impl IntoIterator<Item = Counter>) -> Counter {
+    c.into_iter().fold(Counter::default(), |a, b| Counter { packets: a.packets + b.packets, bytes: a.bytes + b.bytes })
+}
+
+impl Pinned {
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            services: open(dir, names::SERVICES)?,
+            backends: open(dir, names::BACKENDS)?,
+            tables: open(dir, names::TABLES)?,
+            flows: open(dir, names::FLOWS)?,
+            reasons: open(dir, names::REASON_STATS)?,
+            service_stats: open(dir, names::SERVICE_STATS)?,
+            backend_stats: open(dir, names::BACKEND_STATS)?,
+        })
+    }
+
+    /// Services sorted by key.
+    pub fn services(&self) -> Result<Vec<(ServiceKey, ServiceMeta)>> {
+        let mut v: Vec<_> = self
+            .services
+            .iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| PinnedError::Map(names::SERVICES, e))?;
+        v.sort_by_key(|(k, _)| *k);
+        Ok(v)
+    }
+
+    /// Configured backends of service `id`, as (backend id, entry), by address.
+    pub fn backends(&self, service: u32) -> Result<Vec<(u32, Backend)>> {
+        let mut v = Vec::new();
+        for id in 0..self.backends.len() {
+            let b = self.backends.get(&id, 0).map_err(|e| PinnedError::Map(names::BACKENDS, e))?;
+            if b.flags & BACKEND_CONFIGURED != 0 && b.service == service {
+                v.push((id, b));
+            }
+        }
+        v.sort_by_key(|(_, b)| (b.family, b.addr));
+        Ok(v)
+    }
+
+    pub fn backend(&self, id: u32) -> Option<Backend> {
+        self.backends.get(&id, 0).ok()
+    }
+
+    /// The active table slot of a service.
+    pub fn table(&self, meta: &ServiceMeta) -> Result<Vec<u32>> {
+        let base = meta.table_base + (meta.active_slot & 1) * meta.table_size;
+        (0..meta.table_size)
+            .map(|i| self.tables.get(&(base + i), 0).map_err(|e| PinnedError::Map(names::TABLES, e)))
+            .collect()
+    }
+
+    /// Up to `limit` flows (the LRU may hold a million).
+    pub fn flows(&self, limit: usize) -> Result<Vec<(FlowKey, FlowValue)>> {
+        self.flows
+            .iter()
+            .take(limit)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| PinnedError::Map(names::FLOWS, e))
+    }
+
+    pub fn reason(&self, r: Reason) -> u64 {
+        self.reasons.get(&(r as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    pub fn service_stats(&self, id: u32) -> Counter {
+        self.service_stats.get(&id, 0).map(|v| sum(v.iter().copied())).unwrap_or_default()
+    }
+
+    pub fn backend_stats(&self, id: u32) -> Counter {
+        self.backend_stats.get(&id, 0).map(|v| sum(v.iter().copied())).unwrap_or_default()
+    }
+}

@@ -1,0 +1,128 @@
+//! `lab`: the namespace lab behind `cargo xtask lab` and `cargo xtask run`.
+//!
+//!   lab run  LB_BIN HTTP_BIN     up, start lb1, print how to use it, wait for Ctrl-C, tear down
+//!   lab up   LB_BIN HTTP_BIN     the same, but leave it running (detached) and exit
+//!   lab down [PREFIX]            tear down one lab, or every lab
+//!   lab status                   list running labs and their balancers' state
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use lb_tests::lab::{self, CLIENT4, Lab, LabSpec, VIP4, VIP6};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some(cmd @ ("run" | "up")) => {
+            let (Some(lb), Some(http)) = (args.get(1), args.get(2)) else {
+                bail!("usage: lab {cmd} LB_BIN HTTP_BIN");
+            };
+            up(PathBuf::from(lb), PathBuf::from(http), cmd == "up")
+        }
+        Some("down") => {
+            let which = match args.get(1) {
+                Some(p) => vec![p.clone()],
+                None => lab::running(),
+            };
+            for p in &which {
+                println!("lab: removing {p}");
+                lab::remove(p);
+            }
+            if which.is_empty() {
+                println!("lab: no lab is running");
+            }
+            Ok(())
+        }
+        Some("status") => status(),
+        _ => bail!("usage: lab run|up LB_BIN HTTP_BIN | down [PREFIX] | status"),
+    }
+}
+
+fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
+    println!("lab: building namespaces (client, lb1, b1-b3 on a bridge)");
+    let mut l = Lab::up(LabSpec::default(), &http, detach)?;
+    let cfg = l.write_config("lb1", &l.default_services())?;
+    println!("lab: starting `lb run -c {}` in {}", cfg.display(), l.ns("lb1"));
+    l.start_agent("lb1", &lb, &cfg)?;
+    if let Err(e) = wait_serving(&l) {
+        eprintln!("{}", l.log("lb1"));
+        return Err(e);
+    }
+    let c = l.ns("c");
+    println!();
+    println!("The VIP is served. From the client namespace:");
+    println!("  ip netns exec {c} curl -s http://{VIP4}/        # answers b1, b2 or b3");
+    println!("  ip netns exec {c} curl -s http://[{VIP6}]/");
+    println!("  for i in $(seq 20); do ip netns exec {c} curl -s http://{VIP4}/; done | sort | uniq -c");
+    println!("Inspect the balancer (reads its pinned maps):");
+    println!("  {} show backends -c {}", lb.display(), cfg.display());
+    println!("  {} show flows -c {}", lb.display(), cfg.display());
+    println!("Agent log: {}", l.dir.join("lb1.log").display());
+    println!();
+    let out = Command::new(&lb).args(["show", "backends", "-c"]).arg(&cfg).output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if detach {
+        println!("\nlab {} is up; `cargo xtask lab down` removes it.", l.prefix);
+        l.release();
+        return Ok(());
+    }
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    println!("\nPress Ctrl-C to stop and remove the lab.");
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("\nlab: tearing down {}", l.prefix);
+    l.down();
+    Ok(())
+}
+
+/// Wait until the client gets an answer through the VIP.
+fn wait_serving(l: &Lab) -> Result<()> {
+    let vip = format!("{VIP4}:80").parse()?;
+    let wait: u64 = std::env::var("LAB_SERVE_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let served = lb_tests::netns::in_ns(&l.ns("c"), move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+        while std::time::Instant::now() < deadline {
+            if let Ok(name) = lb_tests::http::get(vip) {
+                return Some(name);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    })?;
+    let name = served.with_context(|| format!("the VIP did not answer within {wait} s (agent log above)"))?;
+    println!("lab: client {CLIENT4} -> {VIP4}:80 answered by {name}");
+    Ok(())
+}
+
+fn status() -> Result<()> {
+    let labs = lab::running();
+    if labs.is_empty() {
+        println!("no lab is running");
+    }
+    for p in labs {
+        let dir = std::path::Path::new(lab::RUN_DIR).join(&p);
+        println!("lab {p}: namespaces {}", lb_tests::netns::list(&format!("{p}-")).join(" "));
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                println!("  config {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
