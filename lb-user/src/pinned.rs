@@ -66,7 +66,7 @@ impl Pinned {
             .iter()
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| PinnedError::Map(names::SERVICES, e))?;
-        v.sort_by_key(|(k, _)| *k);
+        v.sort_by_key(|(k, _)| (k.family, k.addr, k.port, k.proto));
         Ok(v)
     }
 

@@ -358,3 +358,67 @@ pub fn running() -> Vec<String> {
     v.sort();
     v
 }
+
+/// A built binary of the workspace: `$ENV` (set by `cargo xtask test`), else
+/// target/{debug,release}/NAME.
+pub fn bin(env: &str, name: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(PathBuf::from(p));
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    for mode in ["debug", "release"] {
+        let p = target.join(mode).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("{name} is not built: run the tests through `cargo xtask test` (or set {env})")
+}
+
+/// A lab with `lb run` in lb1 serving the default services, ready: the
+/// client has been answered through the VIP.
+pub fn serving(spec: LabSpec) -> Result<(Lab, PathBuf)> {
+    let mut lab = Lab::up(spec, &bin("LAB_HTTP_BIN", "lab-http")?, false)?;
+    let cfg = lab.write_config("lb1", &lab.default_services())?;
+    lab.start_agent("lb1", &bin("LB_BIN", "lb")?, &cfg)?;
+    let vip: std::net::SocketAddr = format!("{VIP4}:80").parse()?;
+    let ok = netns::in_ns(&lab.ns("c"), move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if crate::http::get(vip).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    })?;
+    if !ok {
+        bail!("the VIP was not served within 20 s; agent log:\n{}", lab.log("lb1"));
+    }
+    Ok((lab, cfg))
+}
+
+impl Lab {
+    /// Wait until the log of `name` contains `needle`.
+    pub fn wait_log(&self, name: &str, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log(name).contains(needle) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("{name} did not log {needle:?} within {timeout:?}; log:\n{}", self.log(name))
+    }
+
+    /// A backend's eth0 MAC.
+    pub fn mac(&self, role: &str) -> Result<String> {
+        let out = ip(&self.ns(role), "-o link show eth0")?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(str::to_string)
+            .with_context(|| format!("no MAC in {text:?}"))
+    }
+}

@@ -1,1 +1,157 @@
-fn main(){}
+//! `cargo xtask`: installs what is missing, then builds, runs, tests and
+//! benchmarks. It drives cargo and the lab; it hides no build step.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run, test and benchmark the XDP load balancer")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing prerequisites (apt packages, bpf-linker, toolchain link).
+    Setup,
+    /// Build `lb` (with its XDP object) and the lab tools, release mode.
+    Build,
+    /// Run the balancer: `lb run -c CONFIG`, or with no config a throw-away
+    /// namespace lab (client, lb1, three backends) serving a VIP until Ctrl-C.
+    Run {
+        /// Agent config; without it the lab is built.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// The whole test suite: unit, BPF (BPF_PROG_TEST_RUN) and namespace tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks: XDP ns/packet against an empty and a floor program.
+    Bench {
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// A lab that stays up in the background: up | down | status.
+    Lab {
+        #[arg(value_parser = ["up", "down", "status"])]
+        action: String,
+        /// With `down`: only this lab (default: all).
+        prefix: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    preflight()?;
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.cmd {
+        Cmd::Setup => setup::ensure(),
+        Cmd::Build => {
+            setup::ensure()?;
+            build(true)
+        }
+        Cmd::Run { config } => {
+            setup::ensure()?;
+            build(true)?;
+            let bin = root.join("target/release");
+            match config {
+                Some(c) => {
+                    step(&format!("running lb run -c {}", c.display()));
+                    exec(Command::new(bin.join("lb")).args(["run", "-c"]).arg(c))
+                }
+                None => {
+                    step("no config given: building a namespace lab and serving a VIP in it");
+                    exec(Command::new(bin.join("lab")).arg("run").arg(bin.join("lb")).arg(bin.join("lab-http")))
+                }
+            }
+        }
+        Cmd::Test { args } => {
+            setup::ensure()?;
+            build(false)?;
+            step("cargo test: unit, BPF (BPF_PROG_TEST_RUN) and namespace tests");
+            let bin = root.join("target/debug");
+            exec(
+                Command::new("cargo")
+                    // lb-ebpf builds only for the BPF target (lb-user's build.rs does that).
+                    .args(["test", "--workspace", "--exclude", "lb-ebpf"])
+                    .args(&args)
+                    .env("LB_BIN", bin.join("lb"))
+                    .env("LAB_HTTP_BIN", bin.join("lab-http")),
+            )
+        }
+        Cmd::Bench { args } => {
+            setup::ensure()?;
+            build(true)?;
+            step("running benchmarks (release build)");
+            exec(Command::new(root.join("target/release/lb-bench")).args(&args))
+        }
+        Cmd::Lab { action, prefix } => {
+            setup::ensure()?;
+            build(true)?;
+            let bin = root.join("target/release");
+            let mut c = Command::new(bin.join("lab"));
+            match action.as_str() {
+                "up" => c.arg("up").arg(bin.join("lb")).arg(bin.join("lab-http")),
+                "down" => c.arg("down").args(prefix),
+                _ => c.arg("status"),
+            };
+            exec(&mut c)
+        }
+    }
+}
+
+fn preflight() -> Result<()> {
+    if !cfg!(target_os = "linux") {
+        bail!("this needs Linux (XDP, network namespaces)");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("run as root: loading XDP programs and building namespaces need it (e.g. sudo -E cargo xtask ...)");
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+pub fn step(msg: &str) {
+    eprintln!("xtask: {msg}");
+}
+
+fn build(release: bool) -> Result<()> {
+    let mode = if release { "release" } else { "debug" };
+    step(&format!("building lb, its XDP object and the lab tools ({mode})"));
+    let mut c = Command::new("cargo");
+    c.args(["build", "-p", "lb-user", "-p", "lb-tests", "--bins"]);
+    if release {
+        c.arg("--release");
+    }
+    exec(&mut c)
+}
+
+/// Run to completion; fail if it fails.
+pub fn exec(c: &mut Command) -> Result<()> {
+    let status = c.status().with_context(|| format!("starting {c:?}"))?;
+    if !status.success() {
+        bail!("{c:?} failed ({status})");
+    }
+    Ok(())
+}
