@@ -12,7 +12,10 @@ fn main() -> anyhow::Result<()> {
     let toolchain = env::var("LB_EBPF_TOOLCHAIN").unwrap_or_else(|_| "debian-1.96".into());
     println!("cargo:rerun-if-env-changed=LB_EBPF_TOOLCHAIN");
     // aya-build watches lb-ebpf; the shared types live next door.
-    println!("cargo:rerun-if-changed={}/../lb-common", env!("CARGO_MANIFEST_DIR"));
+    println!(
+        "cargo:rerun-if-changed={}/../lb-common",
+        env!("CARGO_MANIFEST_DIR")
+    );
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "lb-ebpf",

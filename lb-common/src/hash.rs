@@ -11,7 +11,10 @@ const C2: u32 = 0x1b87_3593;
 #[inline(always)]
 const fn mix(h: u32, k: u32) -> u32 {
     let k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 #[inline(always)]
@@ -30,7 +33,10 @@ const fn word(a: &[u8; 16], i: usize) -> u32 {
 
 #[inline(always)]
 const fn addr(h: u32, a: &[u8; 16]) -> u32 {
-    mix(mix(mix(mix(h, word(a, 0)), word(a, 4)), word(a, 8)), word(a, 12))
+    mix(
+        mix(mix(mix(h, word(a, 0)), word(a, 4)), word(a, 8)),
+        word(a, 12),
+    )
 }
 
 /// Hash of the fields `fields` selects (`HASH_*`) of a flow.

@@ -1,7 +1,7 @@
 //! Per packet: service lookup, flow table, backend selection.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{flow_hash, Backend, FlowValue, Reason, ServiceKey, ServiceMeta, NO_BACKEND};
+use lb_common::{Backend, FlowValue, NO_BACKEND, Reason, ServiceKey, ServiceMeta, flow_hash};
 
 use crate::{
     forward,

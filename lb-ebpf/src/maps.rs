@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
+    Backend, Counter, FlowKey, FlowValue, ServiceKey, ServiceMeta,
     names::{DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_TABLE_SIZE},
     stats::REASON_COUNT,
-    Backend, Counter, FlowKey, FlowValue, ServiceKey, ServiceMeta,
 };
 
 #[map]

@@ -6,7 +6,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FlowKey, Reason, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP, Reason};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -82,7 +82,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(u8, usize), Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
-    let (vihl, frags, proto) = unsafe { ((*ip).vihl, u16::from_be_bytes((*ip).frags), (*ip).proto) };
+    let (vihl, frags, proto) =
+        unsafe { ((*ip).vihl, u16::from_be_bytes((*ip).frags), (*ip).proto) };
     let ihl = (vihl & 0x0f) as usize;
     if vihl >> 4 != 4 || ihl < 5 {
         return Err(Reason::PassMalformed);

@@ -43,7 +43,11 @@ pub fn socket(a: IpAddr, port: u16) -> String {
 }
 
 pub fn service_name(k: &ServiceKey) -> String {
-    format!("{}/{}", socket(from_bytes(&k.addr, k.family), k.port), proto_name(k.proto))
+    format!(
+        "{}/{}",
+        socket(from_bytes(&k.addr, k.family), k.port),
+        proto_name(k.proto)
+    )
 }
 
 /// Parse "203.0.113.10:80/tcp" or "[2001:db8:f::10]:80/udp" (protocol defaults to tcp).
@@ -58,11 +62,19 @@ pub fn parse_service_name(s: &str) -> Option<ServiceKey> {
         _ => return None,
     };
     let sa: std::net::SocketAddr = sock.parse().ok()?;
-    Some(ServiceKey { addr: to_bytes(sa.ip()), port: sa.port(), proto, family: family(sa.ip()) })
+    Some(ServiceKey {
+        addr: to_bytes(sa.ip()),
+        port: sa.port(),
+        proto,
+        family: family(sa.ip()),
+    })
 }
 
 pub fn mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]
@@ -71,10 +83,17 @@ mod tests {
 
     #[test]
     fn service_names_round_trip() {
-        for s in ["203.0.113.10:80/tcp", "[2001:db8:f::10]:443/udp", "203.0.113.10:0/tcp"] {
+        for s in [
+            "203.0.113.10:80/tcp",
+            "[2001:db8:f::10]:443/udp",
+            "203.0.113.10:0/tcp",
+        ] {
             assert_eq!(service_name(&parse_service_name(s).unwrap()), s);
         }
-        assert_eq!(service_name(&parse_service_name("203.0.113.10:80").unwrap()), "203.0.113.10:80/tcp");
+        assert_eq!(
+            service_name(&parse_service_name("203.0.113.10:80").unwrap()),
+            "203.0.113.10:80/tcp"
+        );
         assert!(parse_service_name("203.0.113.10:80/sctp").is_none());
         assert!(parse_service_name("nonsense").is_none());
     }

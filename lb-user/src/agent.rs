@@ -115,7 +115,11 @@ fn sync(dp: &mut Dataplane, cfg: &Config, host: &HostView, last: &mut Vec<Desire
 /// the kernel to resolve backends without a fresh entry.
 async fn refresh_host(net: &Net, cfg: &Config, host: &mut HostView) {
     let names: BTreeSet<&str> = std::iter::once(cfg.agent.interface.as_str())
-        .chain(cfg.services.iter().flat_map(|s| s.backends.iter().filter_map(|b| b.interface.as_deref())))
+        .chain(
+            cfg.services
+                .iter()
+                .flat_map(|s| s.backends.iter().filter_map(|b| b.interface.as_deref())),
+        )
         .collect();
     for name in names {
         match net.link(name).await {
@@ -140,20 +144,22 @@ async fn refresh_host(net: &Net, cfg: &Config, host: &mut HostView) {
     };
     for s in &cfg.services {
         for b in &s.backends {
-            let Some(link) = host.links.get(plan::egress(cfg, b)) else { continue };
+            let Some(link) = host.links.get(plan::egress(cfg, b)) else {
+                continue;
+            };
             let key = (link.ifindex, b.address);
             let n = neighbours.get(&key);
-            if let Some(mac) = n.and_then(|n| n.mac) {
-                if host.macs.insert(key, mac) != Some(mac) {
-                    tracing::info!(backend = %b.address, mac = %crate::addr::mac(&mac), "backend MAC resolved");
-                }
+            if let Some(mac) = n.and_then(|n| n.mac)
+                && host.macs.insert(key, mac) != Some(mac)
+            {
+                tracing::info!(backend = %b.address, mac = %crate::addr::mac(&mac), "backend MAC resolved");
             }
             // Keep the last known MAC meanwhile: XDP traffic bypasses the
             // neighbour subsystem, so entries age to STALE even when in use.
-            if !n.is_some_and(|n| n.fresh) {
-                if let Err(e) = net.resolve(link.ifindex, b.address).await {
-                    tracing::debug!(backend = %b.address, error = %e, "neighbour resolution request failed");
-                }
+            if !n.is_some_and(|n| n.fresh)
+                && let Err(e) = net.resolve(link.ifindex, b.address).await
+            {
+                tracing::debug!(backend = %b.address, error = %e, "neighbour resolution request failed");
             }
         }
     }

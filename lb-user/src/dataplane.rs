@@ -11,7 +11,8 @@ use std::{
 
 use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError};
 use lb_common::{
-    BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, NO_BACKEND, ServiceKey, ServiceMeta, names,
+    BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, NO_BACKEND, ServiceKey,
+    ServiceMeta, names,
 };
 use thiserror::Error;
 
@@ -47,7 +48,11 @@ struct IdPool {
 
 impl IdPool {
     fn new(max: u32) -> Self {
-        Self { next: 0, max, free: VecDeque::new() }
+        Self {
+            next: 0,
+            max,
+            free: VecDeque::new(),
+        }
     }
     fn alloc(&mut self, what: &'static str) -> Result<u32> {
         if self.next < self.max {
@@ -96,8 +101,13 @@ pub struct Dataplane {
     pub writes: Writes,
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T> {
-    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+) -> Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingMap(name))?;
     T::try_from(map).map_err(|e| DataplaneError::Map(name, e))
 }
 
@@ -123,7 +133,11 @@ impl Dataplane {
 
     /// The id of `backend` in `service`, if configured.
     pub fn backend_id(&self, service: &ServiceKey, backend: IpAddr) -> Option<u32> {
-        self.services.get(service)?.backends.get(&backend).map(|(id, _)| *id)
+        self.services
+            .get(service)?
+            .backends
+            .get(&backend)
+            .map(|(id, _)| *id)
     }
 
     /// The id of `service`, if configured.
@@ -136,17 +150,28 @@ impl Dataplane {
         for item in self.services_map.iter() {
             let (key, meta) = item.map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
             by_id.insert(meta.id, key);
-            self.services.insert(key, SvcState { meta, slots: [None, None], backends: BTreeMap::new() });
+            self.services.insert(
+                key,
+                SvcState {
+                    meta,
+                    slots: [None, None],
+                    backends: BTreeMap::new(),
+                },
+            );
         }
         let mut backend_ids = BTreeSet::new();
         for id in 0..self.sizes.max_backends {
-            let b = self.backends_map.get(&id, 0).map_err(|e| DataplaneError::Map(names::BACKENDS, e))?;
+            let b = self
+                .backends_map
+                .get(&id, 0)
+                .map_err(|e| DataplaneError::Map(names::BACKENDS, e))?;
             if b.flags & BACKEND_CONFIGURED == 0 {
                 continue;
             }
             match by_id.get(&b.service).and_then(|k| self.services.get_mut(k)) {
                 Some(s) => {
-                    s.backends.insert(addr::from_bytes(&b.addr, b.family), (id, b));
+                    s.backends
+                        .insert(addr::from_bytes(&b.addr, b.family), (id, b));
                     backend_ids.insert(id);
                 }
                 // Orphan of a service that is gone: clear it.
@@ -156,14 +181,23 @@ impl Dataplane {
         self.service_ids.adopt(&by_id.keys().copied().collect());
         self.backend_ids.adopt(&backend_ids);
         if !self.services.is_empty() {
-            tracing::info!(services = self.services.len(), backends = backend_ids.len(), "adopted live maps from a previous agent");
+            tracing::info!(
+                services = self.services.len(),
+                backends = backend_ids.len(),
+                "adopted live maps from a previous agent"
+            );
         }
         Ok(())
     }
 
     pub fn apply(&mut self, desired: &[DesiredService]) -> Result<()> {
         let wanted: BTreeSet<ServiceKey> = desired.iter().map(|d| d.key).collect();
-        let gone: Vec<ServiceKey> = self.services.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        let gone: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
         for key in gone {
             self.remove_service(&key)?;
         }
@@ -174,7 +208,9 @@ impl Dataplane {
     }
 
     fn remove_service(&mut self, key: &ServiceKey) -> Result<()> {
-        let Some(s) = self.services.remove(key) else { return Ok(()) };
+        let Some(s) = self.services.remove(key) else {
+            return Ok(());
+        };
         // Unhook the VIP first, so no packet looks up a half-cleared service.
         match self.services_map.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
@@ -200,7 +236,14 @@ impl Dataplane {
                 active_slot: 0,
                 ..Default::default()
             };
-            self.services.insert(d.key, SvcState { meta, slots: [None, None], backends: BTreeMap::new() });
+            self.services.insert(
+                d.key,
+                SvcState {
+                    meta,
+                    slots: [None, None],
+                    backends: BTreeMap::new(),
+                },
+            );
             tracing::info!(service = %addr::service_name(&d.key), id, "service added");
         }
         // Backends: add and update first, so the table never names a missing one.
@@ -233,7 +276,9 @@ impl Dataplane {
                 if old.as_ref().is_some_and(|o| o[i] == e) {
                     continue;
                 }
-                self.tables.set(base + i as u32, e, 0).map_err(|e| DataplaneError::Map(names::TABLES, e))?;
+                self.tables
+                    .set(base + i as u32, e, 0)
+                    .map_err(|e| DataplaneError::Map(names::TABLES, e))?;
                 written += 1;
             }
             s.slots[inactive] = Some(table);
@@ -242,13 +287,19 @@ impl Dataplane {
             self.writes.table_entries += written;
         }
         if table_changed || meta != s.meta || self.services_map.get(&d.key, 0).is_err() {
-            self.services_map.insert(d.key, meta, 0).map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+            self.services_map
+                .insert(d.key, meta, 0)
+                .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
             s.meta = meta;
             self.writes.services += 1;
         }
         // Only now that the table no longer names them, retire removed backends.
         for (a, id) in stale {
-            self.services.get_mut(&d.key).expect("present").backends.remove(&a);
+            self.services
+                .get_mut(&d.key)
+                .expect("present")
+                .backends
+                .remove(&a);
             self.write_backend(id, &Backend::default())?;
             self.backend_ids.release(id);
             tracing::info!(service = %addr::service_name(&d.key), backend = %a, "backend removed");
@@ -263,11 +314,20 @@ impl Dataplane {
             .backends
             .iter()
             .zip(&keys)
-            .map(|(b, k)| maglev::Entry { key: k, weight: if usable(b) { b.weight } else { 0 } })
+            .map(|(b, k)| maglev::Entry {
+                key: k,
+                weight: if usable(b) { b.weight } else { 0 },
+            })
             .collect();
         maglev::build(&entries, self.sizes.table_size)
             .into_iter()
-            .map(|i| if i == NO_BACKEND { NO_BACKEND } else { ids[i as usize] })
+            .map(|i| {
+                if i == NO_BACKEND {
+                    NO_BACKEND
+                } else {
+                    ids[i as usize]
+                }
+            })
             .collect()
     }
 
@@ -300,21 +360,25 @@ impl Dataplane {
             family: addr::family(b.addr),
             _pad: [0; 3],
         };
-        let s = self.services.get_mut(key).expect("caller inserted the service");
+        let s = self
+            .services
+            .get_mut(key)
+            .expect("caller inserted the service");
         if s.backends.get(&b.addr).map(|(_, e)| e) != Some(&entry) {
             s.backends.insert(b.addr, (id, entry));
             self.write_backend(id, &entry)?;
         }
         if b.ifindex != 0 && self.devmap_ifaces.insert(b.ifindex) {
-            self.devmap
-                .insert(b.ifindex, b.ifindex, None, 0)?;
+            self.devmap.insert(b.ifindex, b.ifindex, None, 0)?;
         }
         Ok(id)
     }
 
     fn write_backend(&mut self, id: u32, b: &Backend) -> Result<()> {
         self.writes.backends += 1;
-        self.backends_map.set(id, b, 0).map_err(|e| DataplaneError::Map(names::BACKENDS, e))
+        self.backends_map
+            .set(id, b, 0)
+            .map_err(|e| DataplaneError::Map(names::BACKENDS, e))
     }
 }
 

@@ -53,7 +53,10 @@ pub struct Sizes {
 /// Load the object with its maps pinned in (and re-used from) `pin_dir`.
 pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, EbpfError> {
     ensure_bpffs(pin_dir)?;
-    std::fs::create_dir_all(pin_dir).map_err(|source| EbpfError::Pin { path: pin_dir.into(), source })?;
+    std::fs::create_dir_all(pin_dir).map_err(|source| EbpfError::Pin {
+        path: pin_dir.into(),
+        source,
+    })?;
     let tables = sizes.max_services * 2 * sizes.table_size;
     let ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
@@ -72,7 +75,10 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, EbpfError> {
 pub fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, EbpfError> {
     let prog: &mut Xdp = ebpf
         .program_mut(name)
-        .ok_or(EbpfError::Program(name, aya::programs::ProgramError::NotLoaded))?
+        .ok_or(EbpfError::Program(
+            name,
+            aya::programs::ProgramError::NotLoaded,
+        ))?
         .try_into()
         .map_err(|e| EbpfError::Program(name, e))?;
     if prog.fd().is_err() {
@@ -102,11 +108,17 @@ pub fn attach(
     use crate::config::XdpMode as M;
     let link_path = pin_dir.join(LINK_PIN);
     let prog = program(ebpf, names::PROG_LB)?;
-    let link_err = |message: String| EbpfError::Link { path: link_path.clone(), message };
+    let link_err = |message: String| EbpfError::Link {
+        path: link_path.clone(),
+        message,
+    };
     if link_path.exists() {
         let pinned = PinnedLink::from_pin(&link_path).map_err(|e| link_err(e.to_string()))?;
-        let xdp_link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_err(e.to_string()))?;
-        let id = prog.attach_to_link(xdp_link).map_err(|e| EbpfError::Program(names::PROG_LB, e))?;
+        let xdp_link =
+            XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_err(e.to_string()))?;
+        let id = prog
+            .attach_to_link(xdp_link)
+            .map_err(|e| EbpfError::Program(names::PROG_LB, e))?;
         return Ok((pin_link(prog, id, &link_path, true)?, Attached::Replaced));
     }
     let (id, how) = match mode {
@@ -130,7 +142,9 @@ fn pin_link(
     path: &Path,
     replace: bool,
 ) -> Result<PinnedLink, EbpfError> {
-    let link = prog.take_link(id).map_err(|e| EbpfError::Program(names::PROG_LB, e))?;
+    let link = prog
+        .take_link(id)
+        .map_err(|e| EbpfError::Program(names::PROG_LB, e))?;
     let fd_link = FdLink::try_from(link).map_err(|e| EbpfError::Link {
         path: path.into(),
         message: format!("the kernel attached without a bpf_link ({e}); cannot pin"),
@@ -139,7 +153,10 @@ fn pin_link(
         // The same link is already pinned at `path`; re-pinning would fail.
         let _ = std::fs::remove_file(path);
     }
-    fd_link.pin(path).map_err(|e| EbpfError::Link { path: path.into(), message: e.to_string() })
+    fd_link.pin(path).map_err(|e| EbpfError::Link {
+        path: path.into(),
+        message: e.to_string(),
+    })
 }
 
 /// Remove every pin the agent made in `pin_dir`, and the directory if empty.
@@ -166,7 +183,15 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), EbpfError> {
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
     let (src, target, fstype) = (c("bpf"), c("/sys/fs/bpf"), c("bpf"));
     // SAFETY: valid C strings; no data argument.
-    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(EbpfError::BpfFs(io::Error::last_os_error()));
     }
@@ -175,7 +200,9 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), EbpfError> {
 }
 
 fn is_bpffs(p: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     // SAFETY: statfs fills the zeroed struct on success.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == BPF_FS_MAGIC

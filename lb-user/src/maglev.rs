@@ -21,7 +21,9 @@ pub struct Entry<'a> {
 /// `NO_BACKEND` everywhere when no backend has a weight.
 pub fn build(backends: &[Entry<'_>], m: u32) -> Vec<u32> {
     let mut table = vec![NO_BACKEND; m as usize];
-    let live: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].weight > 0).collect();
+    let live: Vec<usize> = (0..backends.len())
+        .filter(|&i| backends[i].weight > 0)
+        .collect();
     let Some(max_w) = live.iter().map(|&i| backends[i].weight as u64).max() else {
         return table;
     };
@@ -31,7 +33,10 @@ pub fn build(backends: &[Entry<'_>], m: u32) -> Vec<u32> {
         .iter()
         .map(|&i| {
             let k = backends[i].key;
-            (bytes_hash(k, 0x6d61_676c) % m64, bytes_hash(k, 0x6c65_7621) % (m64 - 1) + 1)
+            (
+                bytes_hash(k, 0x6d61_676c) % m64,
+                bytes_hash(k, 0x6c65_7621) % (m64 - 1) + 1,
+            )
         })
         .collect();
     let mut next = vec![0u64; live.len()];
@@ -83,7 +88,10 @@ mod tests {
     }
 
     fn entries<'a>(keys: &'a [[u8; 16]], weights: &[u32]) -> Vec<Entry<'a>> {
-        keys.iter().zip(weights).map(|(k, &w)| Entry { key: k, weight: w }).collect()
+        keys.iter()
+            .zip(weights)
+            .map(|(k, &w)| Entry { key: k, weight: w })
+            .collect()
     }
 
     #[test]
@@ -99,9 +107,16 @@ mod tests {
             for i in 0..n {
                 let share = count[i] as f64 / M as f64;
                 let want = w[i] as f64 / total_w as f64;
-                assert!((share - want).abs() <= 0.01, "n={n} backend {i}: share {share:.5}, weight share {want:.5}");
+                assert!(
+                    (share - want).abs() <= 0.01,
+                    "n={n} backend {i}: share {share:.5}, weight share {want:.5}"
+                );
                 // Also within one slot of exact: the credit scheme is exact up to rounding.
-                assert!((count[i] as f64 - want * M as f64).abs() <= 2.0 + want * M as f64 * 0.001, "n={n} i={i} count {}", count[i]);
+                assert!(
+                    (count[i] as f64 - want * M as f64).abs() <= 2.0 + want * M as f64 * 0.001,
+                    "n={n} i={i} count {}",
+                    count[i]
+                );
             }
         }
     }
@@ -115,11 +130,19 @@ mod tests {
             let mut w2 = w.clone();
             w2[gone] = 0;
             let after = build(&entries(&k, &w2), M);
-            let others: Vec<usize> = (0..M as usize).filter(|&s| before[s] != gone as u32).collect();
+            let others: Vec<usize> = (0..M as usize)
+                .filter(|&s| before[s] != gone as u32)
+                .collect();
             let moved = others.iter().filter(|&&s| before[s] != after[s]).count();
             let frac = moved as f64 / others.len() as f64;
-            assert!(frac <= 1.0 / n as f64 + 0.015, "n={n}: {frac:.4} of other slots moved");
-            assert!(after.iter().all(|&e| e != gone as u32), "removed backend still in table");
+            assert!(
+                frac <= 1.0 / n as f64 + 0.015,
+                "n={n}: {frac:.4} of other slots moved"
+            );
+            assert!(
+                after.iter().all(|&e| e != gone as u32),
+                "removed backend still in table"
+            );
         }
     }
 
@@ -128,7 +151,11 @@ mod tests {
         let k = keys(5);
         let w = weights(5);
         assert_eq!(build(&entries(&k, &w), 251), build(&entries(&k, &w), 251));
-        assert!(build(&entries(&k, &[0; 5]), 251).iter().all(|&e| e == NO_BACKEND));
+        assert!(
+            build(&entries(&k, &[0; 5]), 251)
+                .iter()
+                .all(|&e| e == NO_BACKEND)
+        );
         assert!(build(&[], 251).iter().all(|&e| e == NO_BACKEND));
         let one = build(&entries(&k[..1], &[7]), 251);
         assert!(one.iter().all(|&e| e == 0));

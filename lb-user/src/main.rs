@@ -11,7 +11,11 @@ use lb_user::{
 };
 
 #[derive(Parser)]
-#[command(name = "lb", version, about = "XDP L4 load balancer: agent, config check and map inspection")]
+#[command(
+    name = "lb",
+    version,
+    about = "XDP L4 load balancer: agent, config check and map inspection"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,7 +25,9 @@ struct Cli {
 enum Command {
     /// Run the agent in the foreground: attach XDP, program the maps, follow
     /// backends. SIGHUP reloads the config; SIGINT/SIGTERM stop.
-    #[command(after_help = "Example:\n  lb run -c /etc/lb/lb.toml\n  kill -HUP $(pidof lb)   # reload; a bad file is rejected and the old config keeps running")]
+    #[command(
+        after_help = "Example:\n  lb run -c /etc/lb/lb.toml\n  kill -HUP $(pidof lb)   # reload; a bad file is rejected and the old config keeps running"
+    )]
     Run {
         /// The config file (TOML).
         #[arg(short, long)]
@@ -38,7 +44,9 @@ enum Command {
         config: PathBuf,
     },
     /// Show the live state from the pinned maps (works while the agent is down).
-    #[command(after_help = "Examples:\n  lb show services\n  lb show backends -c /etc/lb/lb.toml\n  lb show table 203.0.113.10:80/tcp --json\n  lb show flows --pin-dir /sys/fs/bpf/lb/v1 --limit 50")]
+    #[command(
+        after_help = "Examples:\n  lb show services\n  lb show backends -c /etc/lb/lb.toml\n  lb show table 203.0.113.10:80/tcp --json\n  lb show flows --pin-dir /sys/fs/bpf/lb/v1 --limit 50"
+    )]
     Show {
         #[command(subcommand)]
         what: ShowWhat,
@@ -102,11 +110,24 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
-        Command::Run { config, keep_pinned } => cmd::run::run(config, keep_pinned).map(|()| true),
+        Command::Run {
+            config,
+            keep_pinned,
+        } => cmd::run::run(config, keep_pinned).map(|()| true),
         Command::Check { config } => cmd::check::run(&config),
-        Command::Show { what, config, pin_dir, json } => {
+        Command::Show {
+            what,
+            config,
+            pin_dir,
+            json,
+        } => {
             let dir = match (config, pin_dir) {
-                (Some(c), _) => Config::load(&c).map_err(|e| anyhow::anyhow!("{e}"))?.agent.pin_dir,
+                (Some(c), _) => {
+                    Config::load(&c)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .agent
+                        .pin_dir
+                }
                 (None, Some(d)) => d,
                 (None, None) => PathBuf::from(DEFAULT_PIN_DIR),
             };

@@ -34,7 +34,12 @@ impl Net {
     }
 
     pub async fn link(&self, name: &str) -> Result<LinkInfo, rtnetlink::Error> {
-        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         let Some(msg) = links.try_next().await? else {
             return Err(rtnetlink::Error::RequestFailed);
         };
@@ -46,7 +51,10 @@ impl Net {
                 mac.copy_from_slice(b);
             }
         }
-        Ok(LinkInfo { ifindex: msg.header.index, mac })
+        Ok(LinkInfo {
+            ifindex: msg.header.index,
+            mac,
+        })
     }
 
     /// Every neighbour entry, keyed by (ifindex, address).
@@ -58,8 +66,12 @@ impl Net {
             let mut mac = None;
             for a in &msg.attributes {
                 match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => dst = Some(IpAddr::V4(*v4)),
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => dst = Some(IpAddr::V6(*v6)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                        dst = Some(IpAddr::V4(*v4))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                        dst = Some(IpAddr::V6(*v6))
+                    }
                     NeighbourAttribute::LinkLocalAddress(l) if l.len() == 6 => {
                         let mut m = [0u8; 6];
                         m.copy_from_slice(l);
@@ -79,8 +91,17 @@ impl Net {
                     | NeighbourState::Permanent
                     | NeighbourState::Noarp
             );
-            let fresh = matches!(state, NeighbourState::Reachable | NeighbourState::Permanent | NeighbourState::Noarp);
-            out.insert((msg.header.ifindex, dst), Neighbour { mac: mac.filter(|_| usable), fresh });
+            let fresh = matches!(
+                state,
+                NeighbourState::Reachable | NeighbourState::Permanent | NeighbourState::Noarp
+            );
+            out.insert(
+                (msg.header.ifindex, dst),
+                Neighbour {
+                    mac: mac.filter(|_| usable),
+                    fresh,
+                },
+            );
         }
         Ok(out)
     }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use lb_common::{
-    BACKEND_CONFIGURED, Backend, Counter, FlowKey, FlowValue, Reason, ServiceKey, ServiceMeta, names,
+    BACKEND_CONFIGURED, Backend, Counter, FlowKey, FlowValue, Reason, ServiceKey, ServiceMeta,
+    names,
 };
 use thiserror::Error;
 
@@ -43,7 +44,10 @@ fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &'static
 }
 
 fn sum(c: impl IntoIterator<Item = Counter>) -> Counter {
-    c.into_iter().fold(Counter::default(), |a, b| Counter { packets: a.packets + b.packets, bytes: a.bytes + b.bytes })
+    c.into_iter().fold(Counter::default(), |a, b| Counter {
+        packets: a.packets + b.packets,
+        bytes: a.bytes + b.bytes,
+    })
 }
 
 impl Pinned {
@@ -74,7 +78,10 @@ impl Pinned {
     pub fn backends(&self, service: u32) -> Result<Vec<(u32, Backend)>> {
         let mut v = Vec::new();
         for id in 0..self.backends.len() {
-            let b = self.backends.get(&id, 0).map_err(|e| PinnedError::Map(names::BACKENDS, e))?;
+            let b = self
+                .backends
+                .get(&id, 0)
+                .map_err(|e| PinnedError::Map(names::BACKENDS, e))?;
             if b.flags & BACKEND_CONFIGURED != 0 && b.service == service {
                 v.push((id, b));
             }
@@ -91,7 +98,11 @@ impl Pinned {
     pub fn table(&self, meta: &ServiceMeta) -> Result<Vec<u32>> {
         let base = meta.table_base + (meta.active_slot & 1) * meta.table_size;
         (0..meta.table_size)
-            .map(|i| self.tables.get(&(base + i), 0).map_err(|e| PinnedError::Map(names::TABLES, e)))
+            .map(|i| {
+                self.tables
+                    .get(&(base + i), 0)
+                    .map_err(|e| PinnedError::Map(names::TABLES, e))
+            })
             .collect()
     }
 
@@ -105,14 +116,23 @@ impl Pinned {
     }
 
     pub fn reason(&self, r: Reason) -> u64 {
-        self.reasons.get(&(r as u32), 0).map(|v| v.iter().sum()).unwrap_or(0)
+        self.reasons
+            .get(&(r as u32), 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
     }
 
     pub fn service_stats(&self, id: u32) -> Counter {
-        self.service_stats.get(&id, 0).map(|v| sum(v.iter().copied())).unwrap_or_default()
+        self.service_stats
+            .get(&id, 0)
+            .map(|v| sum(v.iter().copied()))
+            .unwrap_or_default()
     }
 
     pub fn backend_stats(&self, id: u32) -> Counter {
-        self.backend_stats.get(&id, 0).map(|v| sum(v.iter().copied())).unwrap_or_default()
+        self.backend_stats
+            .get(&id, 0)
+            .map(|v| sum(v.iter().copied()))
+            .unwrap_or_default()
     }
 }

@@ -20,7 +20,12 @@ use lb_user::{
 };
 
 /// Small maps: tests need few flows, and many harnesses may exist at once.
-pub const TEST_SIZES: Sizes = Sizes { flows: 65_536, max_services: 8, max_backends: 64, table_size: 65_537 };
+pub const TEST_SIZES: Sizes = Sizes {
+    flows: 65_536,
+    max_services: 8,
+    max_backends: 64,
+    table_size: 65_537,
+};
 
 pub struct Harness {
     pub ebpf: Ebpf,
@@ -43,7 +48,11 @@ impl Harness {
     pub fn new(sizes: Sizes) -> Result<Self> {
         let pin_dir = unique_pin_dir("bpf");
         let mut ebpf = ebpf::load(&pin_dir, sizes).context("loading the XDP object")?;
-        for p in [names::PROG_LB, names::PROG_XDP_PASS, names::PROG_BENCH_FLOOR] {
+        for p in [
+            names::PROG_LB,
+            names::PROG_XDP_PASS,
+            names::PROG_BENCH_FLOOR,
+        ] {
             ebpf::program(&mut ebpf, p).with_context(|| format!("verifying {p}"))?;
         }
         let dp = Dataplane::new(&mut ebpf, sizes)?;
@@ -54,7 +63,11 @@ impl Harness {
     pub fn run(&self, prog: &str, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         let p: &aya::programs::Xdp = self.ebpf.program(prog).context("program")?.try_into()?;
         let mut out = vec![0u8; frame.len() + 256];
-        let r = p.test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })?;
+        let r = p.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, out))
     }
@@ -65,14 +78,19 @@ impl Harness {
         let mut out = vec![0u8; 512];
         let start = Instant::now();
         for f in frames {
-            p.test_run(TestRunOptions { data_in: Some(f), data_out: Some(&mut out), ..Default::default() })?;
+            p.test_run(TestRunOptions {
+                data_in: Some(f),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })?;
         }
         Ok(start.elapsed())
     }
 
     /// Sum over CPUs of every reason counter.
     pub fn reasons(&self) -> Result<[u64; REASON_COUNT as usize]> {
-        let m: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.ebpf.map(names::REASON_STATS).context("map")?)?;
+        let m: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map(names::REASON_STATS).context("map")?)?;
         let mut out = [0u64; REASON_COUNT as usize];
         for r in Reason::ALL {
             out[r as usize] = m.get(&(r as u32), 0)?.iter().sum();
@@ -88,7 +106,8 @@ impl Harness {
     }
 
     pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
-        let m: HashMap<&MapData, FlowKey, FlowValue> = HashMap::try_from(self.ebpf.map(names::FLOWS)?).ok()?;
+        let m: HashMap<&MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.ebpf.map(names::FLOWS)?).ok()?;
         m.get(key, 0).ok()
     }
 

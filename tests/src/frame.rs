@@ -48,7 +48,11 @@ impl Frame {
     }
 
     pub fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> Self {
-        Self { proto: UDP, payload: b"hello".to_vec(), ..Self::tcp(src, sport, dst, dport) }
+        Self {
+            proto: UDP,
+            payload: b"hello".to_vec(),
+            ..Self::tcp(src, sport, dst, dport)
+        }
     }
 
     pub fn build(&self) -> Vec<u8> {
@@ -79,7 +83,11 @@ impl Frame {
                 f.extend_from_slice(&d.octets());
                 // Options: NOPs, then end-of-list.
                 for i in 0..self.ip_option_words as usize * 4 {
-                    f.push(if i + 1 == self.ip_option_words as usize * 4 { 0 } else { 1 });
+                    f.push(if i + 1 == self.ip_option_words as usize * 4 {
+                        0
+                    } else {
+                        1
+                    });
                 }
                 let sum = checksum(&f[start..], 0);
                 f[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());

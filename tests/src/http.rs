@@ -32,19 +32,25 @@ impl Conn {
     /// tests whose outcome must not depend on ephemeral port choice.
     pub fn open_from(addr: SocketAddr, local: Option<SocketAddr>) -> Result<Conn> {
         let s = match local {
-            None => TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("connect {addr}"))?,
+            None => TcpStream::connect_timeout(&addr, TIMEOUT)
+                .with_context(|| format!("connect {addr}"))?,
             Some(l) => connect_from(addr, l)?,
         };
         s.set_read_timeout(Some(TIMEOUT))?;
         s.set_write_timeout(Some(TIMEOUT))?;
         s.set_nodelay(true)?;
         let local = s.local_addr()?;
-        Ok(Conn { r: BufReader::new(s.try_clone()?), w: s, local })
+        Ok(Conn {
+            r: BufReader::new(s.try_clone()?),
+            w: s,
+            local,
+        })
     }
 
     /// One GET / on this connection; the body, trimmed.
     pub fn get(&mut self) -> Result<String> {
-        self.w.write_all(b"GET / HTTP/1.1\r\nHost: lab\r\nConnection: keep-alive\r\n\r\n")?;
+        self.w
+            .write_all(b"GET / HTTP/1.1\r\nHost: lab\r\nConnection: keep-alive\r\n\r\n")?;
         let mut status = String::new();
         self.r.read_line(&mut status)?;
         if !status.starts_with("HTTP/1.1 200") {
@@ -72,7 +78,11 @@ impl Conn {
 fn connect_from(addr: SocketAddr, local: SocketAddr) -> Result<TcpStream> {
     // std has no bind-before-connect; a raw socket with SO_REUSEADDR does it.
     use std::os::fd::FromRawFd;
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     unsafe {
         let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
@@ -80,16 +90,34 @@ fn connect_from(addr: SocketAddr, local: SocketAddr) -> Result<TcpStream> {
         }
         let s = TcpStream::from_raw_fd(fd);
         let one: libc::c_int = 1;
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one as *const _ as *const _, 4);
-        let tv = libc::timeval { tv_sec: TIMEOUT.as_secs() as i64, tv_usec: 0 };
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv as *const _ as *const _, std::mem::size_of::<libc::timeval>() as u32);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const _ as *const _,
+            4,
+        );
+        let tv = libc::timeval {
+            tv_sec: TIMEOUT.as_secs() as i64,
+            tv_usec: 0,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            &tv as *const _ as *const _,
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
         let (l, ll) = raw(&local);
         if libc::bind(fd, &l as *const _ as *const libc::sockaddr, ll) != 0 {
             bail!("bind {local}: {}", std::io::Error::last_os_error());
         }
         let (a, al) = raw(&addr);
         if libc::connect(fd, &a as *const _ as *const libc::sockaddr, al) != 0 {
-            bail!("connect {addr} from {local}: {}", std::io::Error::last_os_error());
+            bail!(
+                "connect {addr} from {local}: {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok(s)
     }

@@ -40,8 +40,15 @@ pub struct LabSpec {
 impl Default for LabSpec {
     /// Two backends of weight 1 and one of weight 2, one balancer.
     fn default() -> Self {
-        let b = |n: u8, w| BackendSpec { name: format!("b{n}"), host: 10 + n, weight: w };
-        Self { balancers: 1, backends: vec![b(1, 1), b(2, 1), b(3, 2)] }
+        let b = |n: u8, w| BackendSpec {
+            name: format!("b{n}"),
+            host: 10 + n,
+            weight: w,
+        };
+        Self {
+            balancers: 1,
+            backends: vec![b(1, 1), b(2, 1), b(3, 2)],
+        }
     }
 }
 
@@ -59,8 +66,13 @@ pub struct Lab {
 pub fn unique_prefix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static SEQ: AtomicU32 = AtomicU32::new(0);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let n = (std::process::id() << 12) ^ (t >> 8) ^ SEQ.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let n = (std::process::id() << 12)
+        ^ (t >> 8)
+        ^ SEQ.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37);
     format!("lb{:06x}", n & 0xff_ffff)
 }
 
@@ -86,13 +98,26 @@ impl Lab {
         let prefix = unique_prefix();
         let dir = Path::new(RUN_DIR).join(&prefix);
         fs::create_dir_all(&dir)?;
-        let mut lab = Lab { prefix, dir, spec, children: Vec::new(), detached };
+        let mut lab = Lab {
+            prefix,
+            dir,
+            spec,
+            children: Vec::new(),
+            detached,
+        };
         // On error the partly built lab is dropped, and so removed.
         lab.build()?;
         let backends = lab.spec.backends.clone();
         for b in &backends {
             let mut cmd = Command::new(http_bin);
-            cmd.args(["--name", &b.name, "--listen", "0.0.0.0:80", "--listen", "[::]:80"]);
+            cmd.args([
+                "--name",
+                &b.name,
+                "--listen",
+                "0.0.0.0:80",
+                "--listen",
+                "[::]:80",
+            ]);
             lab.spawn(&b.name, &b.name, cmd)?;
         }
         for b in &backends {
@@ -138,7 +163,12 @@ impl Lab {
         let pin = self.pin_dir(&format!("sw-{port}"));
         let port = port.to_string();
         netns::in_ns(&self.ns("sw"), move || -> Result<()> {
-            let tiny = lb_user::ebpf::Sizes { flows: 1024, max_services: 1, max_backends: 1, table_size: 7 };
+            let tiny = lb_user::ebpf::Sizes {
+                flows: 1024,
+                max_services: 1,
+                max_backends: 1,
+                table_size: 7,
+            };
             let mut bpf = lb_user::ebpf::load(&pin, tiny)?;
             let prog = lb_user::ebpf::program(&mut bpf, lb_common::names::PROG_XDP_PASS)?;
             let id = prog.attach(&port, XdpMode::Driver)?;
@@ -153,7 +183,10 @@ impl Lab {
         let ns = self.ns(role);
         let sw = self.ns("sw");
         ip("", &format!("netns add {ns}"))?;
-        ip(&ns, &format!("link add eth0 type veth peer name {role} netns {sw}"))?;
+        ip(
+            &ns,
+            &format!("link add eth0 type veth peer name {role} netns {sw}"),
+        )?;
         ip(&sw, &format!("link set {role} master br0 up"))?;
         ip(&ns, "link set lo up")?;
         ip(&ns, &format!("addr add {LAN4}.{host}/24 dev eth0"))?;
@@ -175,7 +208,9 @@ impl Lab {
     pub fn spawn(&mut self, role: &str, name: &str, mut cmd: Command) -> Result<()> {
         let log = fs::File::create(self.dir.join(format!("{name}.log")))?;
         enter(&mut cmd, &self.ns(role))?;
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         if self.detached {
             // Own session: survives the xtask that started it.
             unsafe {
@@ -206,9 +241,16 @@ impl Lab {
     pub fn default_services(&self) -> String {
         let mut s = String::new();
         for vip in [VIP4, VIP6] {
-            let _ = writeln!(s, "[[service]]\nvip = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\nbackends = [");
+            let _ = writeln!(
+                s,
+                "[[service]]\nvip = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\nbackends = ["
+            );
             for b in &self.spec.backends {
-                let a = if vip == VIP4 { Self::backend_addr(b) } else { format!("{LAN6}::{:x}", b.host) };
+                let a = if vip == VIP4 {
+                    Self::backend_addr(b)
+                } else {
+                    format!("{LAN6}::{:x}", b.host)
+                };
                 let _ = writeln!(s, "  {{ address = \"{a}\", weight = {} }},", b.weight);
             }
             s.push_str("]\n\n");
@@ -224,11 +266,16 @@ impl Lab {
     }
 
     pub fn pid(&self, name: &str) -> Option<u32> {
-        self.children.iter().find(|(n, _)| n == name).map(|(_, c)| c.id())
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
     }
 
     pub fn signal(&self, name: &str, sig: i32) -> Result<()> {
-        let pid = self.pid(name).with_context(|| format!("no process {name}"))?;
+        let pid = self
+            .pid(name)
+            .with_context(|| format!("no process {name}"))?;
         // SAFETY: plain kill(2) on our own child.
         if unsafe { libc::kill(pid as i32, sig) } != 0 {
             bail!("kill {name}: {}", std::io::Error::last_os_error());
@@ -312,7 +359,9 @@ pub fn remove(prefix: &str) {
     if let Ok(entries) = fs::read_dir(&dir) {
         for e in entries.flatten() {
             if e.path().extension().is_some_and(|x| x == "pid")
-                && let Some(pid) = fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok())
+                && let Some(pid) = fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
             {
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
@@ -321,7 +370,9 @@ pub fn remove(prefix: &str) {
         std::thread::sleep(Duration::from_millis(300));
         for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
             if e.path().extension().is_some_and(|x| x == "pid")
-                && let Some(pid) = fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok())
+                && let Some(pid) = fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
             {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -393,7 +444,10 @@ pub fn serving(spec: LabSpec) -> Result<(Lab, PathBuf)> {
         false
     })?;
     if !ok {
-        bail!("the VIP was not served within 20 s; agent log:\n{}", lab.log("lb1"));
+        bail!(
+            "the VIP was not served within 20 s; agent log:\n{}",
+            lab.log("lb1")
+        );
     }
     Ok((lab, cfg))
 }
@@ -408,7 +462,10 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("{name} did not log {needle:?} within {timeout:?}; log:\n{}", self.log(name))
+        bail!(
+            "{name} did not log {needle:?} within {timeout:?}; log:\n{}",
+            self.log(name)
+        )
     }
 
     /// A backend's eth0 MAC.

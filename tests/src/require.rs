@@ -15,7 +15,11 @@ pub fn command(test: &str, cmd: &str) -> bool {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
         .unwrap_or(false);
-    found || skip(test, &format!("needs `{cmd}` on PATH (cargo xtask test installs it)"))
+    found
+        || skip(
+            test,
+            &format!("needs `{cmd}` on PATH (cargo xtask test installs it)"),
+        )
 }
 
 fn skip(test: &str, why: &str) -> bool {

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use lb_common::{FlowKey, FlowValue, HASH_5TUPLE, Reason, ServiceKey, FORWARD_DR, SCHED_MAGLEV};
+use lb_common::{FORWARD_DR, FlowKey, FlowValue, HASH_5TUPLE, Reason, SCHED_MAGLEV, ServiceKey};
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
     frame::{self, ACK, Frame, ICMP, LB_MAC},
@@ -30,24 +30,55 @@ fn key(s: &str) -> ServiceKey {
 }
 
 fn backend(a: &str, weight: u32, mac: Option<[u8; 6]>) -> DesiredBackend {
-    DesiredBackend { addr: a.parse().unwrap(), weight, ifindex: LO, src_mac: LB_MAC, mac, healthy: true }
+    DesiredBackend {
+        addr: a.parse().unwrap(),
+        weight,
+        ifindex: LO,
+        src_mac: LB_MAC,
+        mac,
+        healthy: true,
+    }
 }
 
 fn service(name: &str, backends: Vec<DesiredBackend>) -> DesiredService {
-    DesiredService { key: key(name), scheduler: SCHED_MAGLEV, forward: FORWARD_DR, hash_fields: HASH_5TUPLE, backends }
+    DesiredService {
+        key: key(name),
+        scheduler: SCHED_MAGLEV,
+        forward: FORWARD_DR,
+        hash_fields: HASH_5TUPLE,
+        backends,
+    }
 }
 
 fn harness() -> Harness {
     let mut h = Harness::new(TEST_SIZES).expect("the XDP object loads and passes the verifier");
     h.dp.apply(&[
         // b2 is drained (weight 0): no new flows, old flows stay.
-        service("203.0.113.10:80/tcp", vec![backend("198.51.100.11", 1, Some(M1)), backend("198.51.100.12", 0, Some(M2))]),
-        service("203.0.113.10:53/udp", vec![backend("198.51.100.13", 1, Some(M3))]),
-        service("[2001:db8:f::10]:80/tcp", vec![backend("2001:db8:1::16", 1, Some(M6))]),
+        service(
+            "203.0.113.10:80/tcp",
+            vec![
+                backend("198.51.100.11", 1, Some(M1)),
+                backend("198.51.100.12", 0, Some(M2)),
+            ],
+        ),
+        service(
+            "203.0.113.10:53/udp",
+            vec![backend("198.51.100.13", 1, Some(M3))],
+        ),
+        service(
+            "[2001:db8:f::10]:80/tcp",
+            vec![backend("2001:db8:1::16", 1, Some(M6))],
+        ),
         // Its only backend's MAC is unknown: nothing usable.
-        service("203.0.113.11:80/tcp", vec![backend("198.51.100.14", 1, None)]),
+        service(
+            "203.0.113.11:80/tcp",
+            vec![backend("198.51.100.14", 1, None)],
+        ),
         // Every port of 203.0.113.20.
-        service("203.0.113.20:0/tcp", vec![backend("198.51.100.11", 1, Some(M1))]),
+        service(
+            "203.0.113.20:0/tcp",
+            vec![backend("198.51.100.11", 1, Some(M1))],
+        ),
     ])
     .expect("apply");
     h
@@ -73,55 +104,183 @@ struct Case {
 fn cases() -> Vec<Case> {
     let syn = Frame::tcp("198.51.100.2", 40000, "203.0.113.10", 80);
     let syn_bytes = syn.build();
-    let mut v = vec![
-        Case { what: "TCP SYN to VIP", output: Some(forwarded(&syn_bytes, M1)), input: syn_bytes.clone(), verdict: XDP_TX, reason: Reason::FwdFlowMiss },
-    ];
+    let mut v = vec![Case {
+        what: "TCP SYN to VIP",
+        output: Some(forwarded(&syn_bytes, M1)),
+        input: syn_bytes.clone(),
+        verdict: XDP_TX,
+        reason: Reason::FwdFlowMiss,
+    }];
     let udp = Frame::udp("198.51.100.2", 5353, "203.0.113.10", 53).build();
-    v.push(Case { what: "UDP to VIP", output: Some(forwarded(&udp, M3)), input: udp, verdict: XDP_TX, reason: Reason::FwdFlowMiss });
+    v.push(Case {
+        what: "UDP to VIP",
+        output: Some(forwarded(&udp, M3)),
+        input: udp,
+        verdict: XDP_TX,
+        reason: Reason::FwdFlowMiss,
+    });
     let non_vip = Frame::tcp("198.51.100.2", 40001, "198.51.100.5", 80).build();
-    v.push(Case { what: "TCP to a non-VIP", input: non_vip, verdict: XDP_PASS, output: None, reason: Reason::PassNotVip });
+    v.push(Case {
+        what: "TCP to a non-VIP",
+        input: non_vip,
+        verdict: XDP_PASS,
+        output: None,
+        reason: Reason::PassNotVip,
+    });
     let other_port = Frame::tcp("198.51.100.2", 40001, "203.0.113.10", 443).build();
-    v.push(Case { what: "TCP to a VIP port with no service", input: other_port, verdict: XDP_PASS, output: None, reason: Reason::PassNotVip });
-    v.push(Case { what: "ARP request", input: frame::arp_request(), verdict: XDP_PASS, output: None, reason: Reason::PassNotIp });
-    let icmp = Frame { proto: ICMP, ..syn.clone() }.build();
-    v.push(Case { what: "ICMP to VIP", input: icmp, verdict: XDP_PASS, output: None, reason: Reason::PassUnknownL4 });
+    v.push(Case {
+        what: "TCP to a VIP port with no service",
+        input: other_port,
+        verdict: XDP_PASS,
+        output: None,
+        reason: Reason::PassNotVip,
+    });
+    v.push(Case {
+        what: "ARP request",
+        input: frame::arp_request(),
+        verdict: XDP_PASS,
+        output: None,
+        reason: Reason::PassNotIp,
+    });
+    let icmp = Frame {
+        proto: ICMP,
+        ..syn.clone()
+    }
+    .build();
+    v.push(Case {
+        what: "ICMP to VIP",
+        input: icmp,
+        verdict: XDP_PASS,
+        output: None,
+        reason: Reason::PassUnknownL4,
+    });
     for words in [1u8, 10] {
-        let opts = Frame { ip_option_words: words, sport: 40100 + words as u16, ..syn.clone() }.build();
-        v.push(Case { what: "IPv4 with options to VIP", output: Some(forwarded(&opts, M1)), input: opts, verdict: XDP_TX, reason: Reason::FwdFlowMiss });
+        let opts = Frame {
+            ip_option_words: words,
+            sport: 40100 + words as u16,
+            ..syn.clone()
+        }
+        .build();
+        v.push(Case {
+            what: "IPv4 with options to VIP",
+            output: Some(forwarded(&opts, M1)),
+            input: opts,
+            verdict: XDP_TX,
+            reason: Reason::FwdFlowMiss,
+        });
     }
     for frag in [0x2000u16, 0x0010] {
-        let f = Frame { frag, ..syn.clone() }.build();
-        v.push(Case { what: "IPv4 fragment (MF, or offset)", input: f, verdict: XDP_PASS, output: None, reason: Reason::PassFragment });
+        let f = Frame {
+            frag,
+            ..syn.clone()
+        }
+        .build();
+        v.push(Case {
+            what: "IPv4 fragment (MF, or offset)",
+            input: f,
+            verdict: XDP_PASS,
+            output: None,
+            reason: Reason::PassFragment,
+        });
     }
     let mut bad_ihl = syn.build();
     bad_ihl[14] = 0x44;
-    v.push(Case { what: "IPv4 with IHL 4", input: bad_ihl, verdict: XDP_PASS, output: None, reason: Reason::PassMalformed });
+    v.push(Case {
+        what: "IPv4 with IHL 4",
+        input: bad_ihl,
+        verdict: XDP_PASS,
+        output: None,
+        reason: Reason::PassMalformed,
+    });
     let mut bad_version = syn.build();
     bad_version[14] = 0x65;
-    v.push(Case { what: "IPv4 ethertype, version 6", input: bad_version, verdict: XDP_PASS, output: None, reason: Reason::PassMalformed });
-    let tagged = Frame { vlan: Some(100), sport: 40200, ..syn.clone() }.build();
-    v.push(Case { what: "802.1Q-tagged VIP packet", output: Some(forwarded(&tagged, M1)), input: tagged, verdict: XDP_TX, reason: Reason::FwdFlowMiss });
+    v.push(Case {
+        what: "IPv4 ethertype, version 6",
+        input: bad_version,
+        verdict: XDP_PASS,
+        output: None,
+        reason: Reason::PassMalformed,
+    });
+    let tagged = Frame {
+        vlan: Some(100),
+        sport: 40200,
+        ..syn.clone()
+    }
+    .build();
+    v.push(Case {
+        what: "802.1Q-tagged VIP packet",
+        output: Some(forwarded(&tagged, M1)),
+        input: tagged,
+        verdict: XDP_TX,
+        reason: Reason::FwdFlowMiss,
+    });
     let v6 = Frame::tcp("2001:db8:1::2", 40000, "2001:db8:f::10", 80).build();
-    v.push(Case { what: "IPv6 VIP packet", output: Some(forwarded(&v6, M6)), input: v6, verdict: XDP_TX, reason: Reason::FwdFlowMiss });
-    let v6_ext = Frame { ipv6_ext: Some(60), ..Frame::tcp("2001:db8:1::2", 40000, "2001:db8:f::10", 80) }.build();
-    v.push(Case { what: "IPv6 with an extension header", input: v6_ext, verdict: XDP_PASS, output: None, reason: Reason::PassIpv6Ext });
+    v.push(Case {
+        what: "IPv6 VIP packet",
+        output: Some(forwarded(&v6, M6)),
+        input: v6,
+        verdict: XDP_TX,
+        reason: Reason::FwdFlowMiss,
+    });
+    let v6_ext = Frame {
+        ipv6_ext: Some(60),
+        ..Frame::tcp("2001:db8:1::2", 40000, "2001:db8:f::10", 80)
+    }
+    .build();
+    v.push(Case {
+        what: "IPv6 with an extension header",
+        input: v6_ext,
+        verdict: XDP_PASS,
+        output: None,
+        reason: Reason::PassIpv6Ext,
+    });
     let no_backend = Frame::tcp("198.51.100.2", 40000, "203.0.113.11", 80).build();
-    v.push(Case { what: "service with no usable backend", input: no_backend, verdict: XDP_DROP, output: None, reason: Reason::DropNoBackend });
+    v.push(Case {
+        what: "service with no usable backend",
+        input: no_backend,
+        verdict: XDP_DROP,
+        output: None,
+        reason: Reason::DropNoBackend,
+    });
     let any_port = Frame::tcp("198.51.100.2", 40000, "203.0.113.20", 8443).build();
-    v.push(Case { what: "all-ports service", output: Some(forwarded(&any_port, M1)), input: any_port, verdict: XDP_TX, reason: Reason::FwdFlowMiss });
+    v.push(Case {
+        what: "all-ports service",
+        output: Some(forwarded(&any_port, M1)),
+        input: any_port,
+        verdict: XDP_TX,
+        reason: Reason::FwdFlowMiss,
+    });
     // Truncated inside each header: cut one byte short of its end.
-    let tagged = Frame { vlan: Some(7), ..syn.clone() }.build();
+    let tagged = Frame {
+        vlan: Some(7),
+        ..syn.clone()
+    }
+    .build();
     let udp = Frame::udp("198.51.100.2", 5353, "203.0.113.10", 53).build();
     let v6 = Frame::tcp("2001:db8:1::2", 40000, "2001:db8:f::10", 80).build();
     for (what, f, len) in [
         ("truncated in the 802.1Q tag", &tagged, 14 + 3),
         ("truncated in the IPv4 header", &syn.build(), 14 + 19),
-        ("truncated in IPv4 options", &Frame { ip_option_words: 2, ..syn.clone() }.build(), 14 + 27),
+        (
+            "truncated in IPv4 options",
+            &Frame {
+                ip_option_words: 2,
+                ..syn.clone()
+            }
+            .build(),
+            14 + 27,
+        ),
         ("truncated in the IPv6 header", &v6, 14 + 39),
         ("truncated in the TCP ports", &syn.build(), 14 + 20 + 3),
         ("truncated in the UDP header", &udp, 14 + 20 + 3),
     ] {
-        v.push(Case { what, input: f[..len].to_vec(), verdict: XDP_PASS, output: None, reason: Reason::PassTruncated });
+        v.push(Case {
+            what,
+            input: f[..len].to_vec(),
+            verdict: XDP_PASS,
+            output: None,
+            reason: Reason::PassTruncated,
+        });
     }
     v
 }
@@ -142,19 +301,41 @@ fn every_case_gets_its_verdict_bytes_and_counter() {
             failures.push(format!("{}: verdict {verdict}, want {}", c.what, c.verdict));
         }
         if out != want_out {
-            failures.push(format!("{}: output bytes differ\n  got  {out:02x?}\n  want {want_out:02x?}", c.what));
+            failures.push(format!(
+                "{}: output bytes differ\n  got  {out:02x?}\n  want {want_out:02x?}",
+                c.what
+            ));
         }
-        let moved: Vec<Reason> = Reason::ALL.into_iter().filter(|r| after[*r as usize] != before[*r as usize]).collect();
+        let moved: Vec<Reason> = Reason::ALL
+            .into_iter()
+            .filter(|r| after[*r as usize] != before[*r as usize])
+            .collect();
         if moved != [c.reason] || after[c.reason as usize] != before[c.reason as usize] + 1 {
-            failures.push(format!("{}: counters moved {moved:?}, want exactly one {:?}", c.what, c.reason));
+            failures.push(format!(
+                "{}: counters moved {moved:?}, want exactly one {:?}",
+                c.what, c.reason
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn flow_key(src: &str, sport: u16, dst: &str, dport: u16) -> FlowKey {
     let (s, d): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-    FlowKey { src: addr::to_bytes(s), dst: addr::to_bytes(d), sport, dport, proto: 6, family: addr::family(s), _pad: [0; 2] }
+    FlowKey {
+        src: addr::to_bytes(s),
+        dst: addr::to_bytes(d),
+        sport,
+        dport,
+        proto: 6,
+        family: addr::family(s),
+        _pad: [0; 2],
+    }
 }
 
 #[test]
@@ -164,8 +345,12 @@ fn established_flow_keeps_its_backend_even_when_drained() {
     }
     let mut h = harness();
     let svc = key("203.0.113.10:80/tcp");
-    let b1 = h.dp.backend_id(&svc, "198.51.100.11".parse().unwrap()).unwrap();
-    let b2 = h.dp.backend_id(&svc, "198.51.100.12".parse().unwrap()).unwrap();
+    let b1 =
+        h.dp.backend_id(&svc, "198.51.100.11".parse().unwrap())
+            .unwrap();
+    let b2 =
+        h.dp.backend_id(&svc, "198.51.100.12".parse().unwrap())
+            .unwrap();
     let sid = h.dp.service_id(&svc).unwrap();
 
     // A new flow lands on b1 (b2 has weight 0) and is remembered.
@@ -173,23 +358,57 @@ fn established_flow_keeps_its_backend_even_when_drained() {
     let (v, out) = h.run(lb_common::names::PROG_LB, &syn.build()).unwrap();
     assert_eq!((v, &out[..6]), (XDP_TX, &M1[..]));
     let k = flow_key("198.51.100.2", 41000, "203.0.113.10", 80);
-    assert_eq!(h.flow(&k), Some(FlowValue { backend: b1, service: sid }));
+    assert_eq!(
+        h.flow(&k),
+        Some(FlowValue {
+            backend: b1,
+            service: sid
+        })
+    );
 
     // A flow the table would send to b1 but the flow table pins to drained b2.
     let k2 = flow_key("198.51.100.2", 41001, "203.0.113.10", 80);
-    h.insert_flow(k2, FlowValue { backend: b2, service: sid }).unwrap();
-    let ack = Frame { tcp_flags: ACK, ..Frame::tcp("198.51.100.2", 41001, "203.0.113.10", 80) }.build();
+    h.insert_flow(
+        k2,
+        FlowValue {
+            backend: b2,
+            service: sid,
+        },
+    )
+    .unwrap();
+    let ack = Frame {
+        tcp_flags: ACK,
+        ..Frame::tcp("198.51.100.2", 41001, "203.0.113.10", 80)
+    }
+    .build();
     let before = h.reasons().unwrap();
     let (v, out) = h.run(lb_common::names::PROG_LB, &ack).unwrap();
     assert_eq!(v, XDP_TX);
-    assert_eq!(out, forwarded(&ack, M2), "established flow must stay on its (drained) backend");
-    assert_eq!(h.reasons().unwrap()[Reason::FwdFlowHit as usize], before[Reason::FwdFlowHit as usize] + 1);
+    assert_eq!(
+        out,
+        forwarded(&ack, M2),
+        "established flow must stay on its (drained) backend"
+    );
+    assert_eq!(
+        h.reasons().unwrap()[Reason::FwdFlowHit as usize],
+        before[Reason::FwdFlowHit as usize] + 1
+    );
 
     // Once b2 is gone from the config, its flow is re-balanced to b1.
-    h.dp.apply(&[service("203.0.113.10:80/tcp", vec![backend("198.51.100.11", 1, Some(M1))])]).unwrap();
+    h.dp.apply(&[service(
+        "203.0.113.10:80/tcp",
+        vec![backend("198.51.100.11", 1, Some(M1))],
+    )])
+    .unwrap();
     let (v, out) = h.run(lb_common::names::PROG_LB, &ack).unwrap();
     assert_eq!((v, out), (XDP_TX, forwarded(&ack, M1)));
-    assert_eq!(h.flow(&k2), Some(FlowValue { backend: b1, service: sid }));
+    assert_eq!(
+        h.flow(&k2),
+        Some(FlowValue {
+            backend: b1,
+            service: sid
+        })
+    );
 }
 
 #[test]
@@ -200,14 +419,35 @@ fn reapplying_the_same_state_writes_nothing() {
     let mut h = harness();
     let before = h.dp.writes;
     let svc = vec![
-        service("203.0.113.10:80/tcp", vec![backend("198.51.100.11", 1, Some(M1)), backend("198.51.100.12", 0, Some(M2))]),
-        service("203.0.113.10:53/udp", vec![backend("198.51.100.13", 1, Some(M3))]),
-        service("[2001:db8:f::10]:80/tcp", vec![backend("2001:db8:1::16", 1, Some(M6))]),
-        service("203.0.113.11:80/tcp", vec![backend("198.51.100.14", 1, None)]),
-        service("203.0.113.20:0/tcp", vec![backend("198.51.100.11", 1, Some(M1))]),
+        service(
+            "203.0.113.10:80/tcp",
+            vec![
+                backend("198.51.100.11", 1, Some(M1)),
+                backend("198.51.100.12", 0, Some(M2)),
+            ],
+        ),
+        service(
+            "203.0.113.10:53/udp",
+            vec![backend("198.51.100.13", 1, Some(M3))],
+        ),
+        service(
+            "[2001:db8:f::10]:80/tcp",
+            vec![backend("2001:db8:1::16", 1, Some(M6))],
+        ),
+        service(
+            "203.0.113.11:80/tcp",
+            vec![backend("198.51.100.14", 1, None)],
+        ),
+        service(
+            "203.0.113.20:0/tcp",
+            vec![backend("198.51.100.11", 1, Some(M1))],
+        ),
     ];
     h.dp.apply(&svc).unwrap();
-    assert_eq!(h.dp.writes, before, "an unchanged state must not touch the maps");
+    assert_eq!(
+        h.dp.writes, before,
+        "an unchanged state must not touch the maps"
+    );
     // Changing one weight rewrites exactly one table.
     let mut changed = svc.clone();
     changed[0].backends[1].weight = 3;

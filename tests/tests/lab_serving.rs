@@ -1,12 +1,7 @@
 //! The balancer in a namespace lab: real TCP clients and HTTP backends, the
 //! XDP program forwarding between them, the agent reloading and reporting.
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    process::Command,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, process::Command, time::Duration};
 
 use lb_tests::{
     http::{self, Conn},
@@ -26,7 +21,9 @@ fn spread(lab: &lab::Lab, n: u16, port0: u16) -> BTreeMap<String, u32> {
         let mut counts = BTreeMap::new();
         for i in 0..n {
             let local = format!("{CLIENT4}:{}", port0 + i).parse().unwrap();
-            let name = Conn::open_from(vip(), Some(local)).and_then(|mut c| c.get()).unwrap_or_else(|e| format!("error: {e}"));
+            let name = Conn::open_from(vip(), Some(local))
+                .and_then(|mut c| c.get())
+                .unwrap_or_else(|e| format!("error: {e}"));
             *counts.entry(name).or_insert(0) += 1;
         }
         counts
@@ -40,7 +37,12 @@ fn predicted(lab: &lab::Lab, n: u16, port0: u16) -> Vec<String> {
     use lb_common::{FlowKey, flow_hash};
     let p = lb_user::pinned::Pinned::open(&lab.pin_dir("lb1")).unwrap();
     let key = lb_user::addr::parse_service_name("203.0.113.10:80/tcp").unwrap();
-    let (_, meta) = p.services().unwrap().into_iter().find(|(k, _)| *k == key).unwrap();
+    let (_, meta) = p
+        .services()
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .unwrap();
     let table = p.table(&meta).unwrap();
     let names: BTreeMap<u32, String> = p
         .backends(meta.id)
@@ -50,10 +52,18 @@ fn predicted(lab: &lab::Lab, n: u16, port0: u16) -> Vec<String> {
         .collect();
     (0..n)
         .map(|i| {
-            let mut k = FlowKey { sport: port0 + i, dport: 80, proto: 6, family: 4, ..Default::default() };
+            let mut k = FlowKey {
+                sport: port0 + i,
+                dport: 80,
+                proto: 6,
+                family: 4,
+                ..Default::default()
+            };
             k.src[..4].copy_from_slice(&[198, 51, 100, 2]);
             k.dst[..4].copy_from_slice(&[203, 0, 113, 10]);
-            let slot = meta.table_index(flow_hash(&k, meta.hash_fields)) - meta.table_base - (meta.active_slot & 1) * meta.table_size;
+            let slot = meta.table_index(flow_hash(&k, meta.hash_fields))
+                - meta.table_base
+                - (meta.active_slot & 1) * meta.table_size;
             names[&table[slot as usize]].clone()
         })
         .collect()
@@ -65,7 +75,9 @@ fn answers(lab: &lab::Lab, n: u16, port0: u16) -> Vec<String> {
         (0..n)
             .map(|i| {
                 let local = format!("{CLIENT4}:{}", port0 + i).parse().unwrap();
-                Conn::open_from(vip(), Some(local)).and_then(|mut c| c.get()).unwrap_or_else(|e| format!("error: {e}"))
+                Conn::open_from(vip(), Some(local))
+                    .and_then(|mut c| c.get())
+                    .unwrap_or_else(|e| format!("error: {e}"))
             })
             .collect()
     })
@@ -74,7 +86,9 @@ fn answers(lab: &lab::Lab, n: u16, port0: u16) -> Vec<String> {
 
 #[test]
 fn new_connections_follow_weights_1_1_2() {
-    if !require::root("new_connections_follow_weights_1_1_2") || !require::command("new_connections_follow_weights_1_1_2", "ethtool") {
+    if !require::root("new_connections_follow_weights_1_1_2")
+        || !require::command("new_connections_follow_weights_1_1_2", "ethtool")
+    {
         return;
     }
     let (lab, _) = lab::serving(LabSpec::default()).unwrap();
@@ -89,16 +103,32 @@ fn new_connections_follow_weights_1_1_2() {
     let want = predicted(&lab, 300, BASE);
     let wrong: Vec<String> = (0..300)
         .filter(|&i| got[i] != want[i])
-        .map(|i| format!("port {}: served by {}, table says {}", BASE as usize + i, got[i], want[i]))
+        .map(|i| {
+            format!(
+                "port {}: served by {}, table says {}",
+                BASE as usize + i,
+                got[i],
+                want[i]
+            )
+        })
         .collect();
-    assert!(wrong.is_empty(), "{} of 300 flows did not follow the table:\n{}\n{}", wrong.len(), wrong.join("\n"), lab.log("lb1"));
+    assert!(
+        wrong.is_empty(),
+        "{} of 300 flows did not follow the table:\n{}\n{}",
+        wrong.len(),
+        wrong.join("\n"),
+        lab.log("lb1")
+    );
     let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
     for g in &got {
         *counts.entry(g.as_str()).or_default() += 1;
     }
     for (b, want) in [("b1", 25.0), ("b2", 25.0), ("b3", 50.0)] {
         let share = 100.0 * *counts.get(b).unwrap_or(&0) as f64 / 300.0;
-        assert!((share - want).abs() <= 5.0, "{b}: {share:.1}% of new connections, want {want}% +-5 ({counts:?})");
+        assert!(
+            (share - want).abs() <= 5.0,
+            "{b}: {share:.1}% of new connections, want {want}% +-5 ({counts:?})"
+        );
     }
     println!("300 new connections: {counts:?}");
 }
@@ -132,26 +162,47 @@ fn long_lived_connection_survives_removing_another_backend_and_reload() {
             .unwrap()
         }
     });
-    let first = res_rx.recv_timeout(Duration::from_secs(10)).expect("long-lived connection opened");
-    let victim = ["b1", "b2", "b3"].into_iter().find(|b| *b != first).unwrap();
+    let first = res_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("long-lived connection opened");
+    let victim = ["b1", "b2", "b3"]
+        .into_iter()
+        .find(|b| *b != first)
+        .unwrap();
     let victim_addr = format!("198.51.100.{}", 10 + victim[1..].parse::<u8>().unwrap());
 
     // Remove `victim` from the config and reload.
     let text = std::fs::read_to_string(&cfg).unwrap();
-    let new: String = text.lines().filter(|l| !l.contains(&format!("\"{victim_addr}\""))).collect::<Vec<_>>().join("\n");
+    let new: String = text
+        .lines()
+        .filter(|l| !l.contains(&format!("\"{victim_addr}\"")))
+        .collect::<Vec<_>>()
+        .join("\n");
     assert_ne!(new, text);
     std::fs::write(&cfg, new + "\n").unwrap();
     lab.signal("lb1", libc::SIGHUP).unwrap();
-    lab.wait_log("lb1", &format!("backend removed service=203.0.113.10:80/tcp backend={victim_addr}"), Duration::from_secs(5)).unwrap();
+    lab.wait_log(
+        "lb1",
+        &format!("backend removed service=203.0.113.10:80/tcp backend={victim_addr}"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     tx.send(()).unwrap();
 
     let (first, answers) = client.join().unwrap();
     for a in &answers {
-        assert_eq!(a.as_deref(), Ok(first.as_str()), "the long-lived connection moved or broke after the reload: {answers:?}");
+        assert_eq!(
+            a.as_deref(),
+            Ok(first.as_str()),
+            "the long-lived connection moved or broke after the reload: {answers:?}"
+        );
     }
     // New connections never reach the removed backend.
     let counts = spread(&lab, 60, 30000);
-    assert!(!counts.contains_key(victim), "{victim} was removed but still got new connections: {counts:?}");
+    assert!(
+        !counts.contains_key(victim),
+        "{victim} was removed but still got new connections: {counts:?}"
+    );
     assert_eq!(counts.values().sum::<u32>(), 60);
     assert!(counts.keys().all(|k| !k.starts_with("error")), "{counts:?}");
 }
@@ -166,10 +217,18 @@ fn bad_config_on_reload_is_rejected_and_the_old_one_keeps_serving() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("weight = 2", "weight = 2x")).unwrap();
     lab.signal("lb1", libc::SIGHUP).unwrap();
-    lab.wait_log("lb1", "reload rejected, keeping the running config", Duration::from_secs(5)).unwrap();
+    lab.wait_log(
+        "lb1",
+        "reload rejected, keeping the running config",
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let log = lab.log("lb1");
     let at = format!("{}:", cfg.display());
-    assert!(log.contains(&at) && log.contains("hint:"), "the rejection must name file:line:column and a hint:\n{log}");
+    assert!(
+        log.contains(&at) && log.contains("hint:"),
+        "the rejection must name file:line:column and a hint:\n{log}"
+    );
     // Still serving all three backends, weights unchanged.
     let counts = spread(&lab, 60, 40000);
     assert_eq!(counts.len(), 3, "{counts:?}");
@@ -177,8 +236,17 @@ fn bad_config_on_reload_is_rejected_and_the_old_one_keeps_serving() {
 }
 
 fn lb_show(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(lab::bin("LB_BIN", "lb").unwrap()).arg("show").args(args).arg("--json").output().unwrap();
-    assert!(out.status.success(), "lb show {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(lab::bin("LB_BIN", "lb").unwrap())
+        .arg("show")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lb show {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -194,7 +262,11 @@ fn lb_show_reports_what_was_configured() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let backends = loop {
         let v = lb_show(&["backends", "-c", c]);
-        let all_up = v["backends"].as_array().unwrap().iter().all(|b| b["state"] == "up");
+        let all_up = v["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["state"] == "up");
         if all_up || std::time::Instant::now() > deadline {
             break v;
         }
@@ -204,8 +276,14 @@ fn lb_show_reports_what_was_configured() {
     assert_eq!(list.len(), 6, "3 backends x (IPv4, IPv6): {backends:#}");
     for (role, host, weight) in [("b1", 11, 1), ("b2", 12, 1), ("b3", 13, 2)] {
         let mac = lab.mac(role).unwrap();
-        for addr in [format!("198.51.100.{host}"), format!("2001:db8:1::{host:x}")] {
-            let b = list.iter().find(|b| b["address"] == addr.as_str()).unwrap_or_else(|| panic!("{addr} missing: {backends:#}"));
+        for addr in [
+            format!("198.51.100.{host}"),
+            format!("2001:db8:1::{host:x}"),
+        ] {
+            let b = list
+                .iter()
+                .find(|b| b["address"] == addr.as_str())
+                .unwrap_or_else(|| panic!("{addr} missing: {backends:#}"));
             assert_eq!(b["weight"], weight, "{b}");
             assert_eq!(b["state"], "up", "{b}");
             assert_eq!(b["mac"], mac.as_str(), "{b}");
@@ -213,7 +291,12 @@ fn lb_show_reports_what_was_configured() {
     }
     // Services.
     let services = lb_show(&["services", "-c", c]);
-    let names: Vec<&str> = services["services"].as_array().unwrap().iter().map(|s| s["service"].as_str().unwrap()).collect();
+    let names: Vec<&str> = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["203.0.113.10:80/tcp", "[2001:db8:f::10]:80/tcp"]);
     // The table: every entry used, shares at the weights.
     let table = lb_show(&["table", "203.0.113.10:80/tcp", "-c", c]);
@@ -227,15 +310,37 @@ fn lb_show_reports_what_was_configured() {
     let counts = spread(&lab, 10, 50000);
     assert_eq!(counts.values().sum::<u32>(), 10);
     let flows = lb_show(&["flows", "-c", c]);
-    let ours = flows["flows"].as_array().unwrap().iter().filter(|f| f["client"].as_str().unwrap().starts_with("198.51.100.2:5000")).count();
+    let ours = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            f["client"]
+                .as_str()
+                .unwrap()
+                .starts_with("198.51.100.2:5000")
+        })
+        .count();
     assert_eq!(ours, 10, "{flows:#}");
     let stats = lb_show(&["stats", "-c", c]);
-    assert!(stats["reasons"]["fwd_flow_miss"].as_u64().unwrap() >= 10, "{stats:#}");
-    assert!(stats["reasons"]["fwd_flow_hit"].as_u64().unwrap() >= 10, "{stats:#}");
+    assert!(
+        stats["reasons"]["fwd_flow_miss"].as_u64().unwrap() >= 10,
+        "{stats:#}"
+    );
+    assert!(
+        stats["reasons"]["fwd_flow_hit"].as_u64().unwrap() >= 10,
+        "{stats:#}"
+    );
     // The human tables name the same things.
-    let out = Command::new(lab::bin("LB_BIN", "lb").unwrap()).args(["show", "backends", "-c", c]).output().unwrap();
+    let out = Command::new(lab::bin("LB_BIN", "lb").unwrap())
+        .args(["show", "backends", "-c", c])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("TCP   203.0.113.10:80") && text.contains("-> 198.51.100.13:80"), "{text}");
+    assert!(
+        text.contains("TCP   203.0.113.10:80") && text.contains("-> 198.51.100.13:80"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -250,15 +355,30 @@ fn a_lab_and_its_agent_leave_nothing_behind() {
     assert!(pin_dir.join("FLOWS").exists() && pin_dir.join("link").exists());
     // SIGTERM: the agent detaches and removes its own pins.
     lab.signal("lb1", libc::SIGTERM).unwrap();
-    assert!(lab.wait_exit("lb1", Duration::from_secs(5)), "agent did not stop on SIGTERM");
+    assert!(
+        lab.wait_exit("lb1", Duration::from_secs(5)),
+        "agent did not stop on SIGTERM"
+    );
     assert!(!pin_dir.exists(), "agent left {} behind", pin_dir.display());
-    let attached = String::from_utf8_lossy(&netns::ip(&lab.ns("lb1"), "link show eth0").unwrap().stdout).contains("prog/xdp");
+    let attached =
+        String::from_utf8_lossy(&netns::ip(&lab.ns("lb1"), "link show eth0").unwrap().stdout)
+            .contains("prog/xdp");
     assert!(!attached, "XDP program still attached after SIGTERM");
     drop(lab);
-    assert!(netns::list(&format!("{prefix}-")).is_empty(), "namespaces left behind");
-    let pins: Vec<_> = std::fs::read_dir("/sys/fs/bpf").unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(&prefix)).collect();
+    assert!(
+        netns::list(&format!("{prefix}-")).is_empty(),
+        "namespaces left behind"
+    );
+    let pins: Vec<_> = std::fs::read_dir("/sys/fs/bpf")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(&prefix))
+        .collect();
     assert!(pins.is_empty(), "pins left behind: {pins:?}");
-    assert!(!std::path::Path::new(lab::RUN_DIR).join(&prefix).exists(), "run directory left behind");
+    assert!(
+        !std::path::Path::new(lab::RUN_DIR).join(&prefix).exists(),
+        "run directory left behind"
+    );
     // A sanity check that the probe above would have seen a leftover.
     let _ = http::TIMEOUT;
 }

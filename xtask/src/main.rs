@@ -12,7 +12,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, run, test and benchmark the XDP load balancer")]
+#[command(
+    name = "cargo xtask",
+    about = "Build, run, test and benchmark the XDP load balancer"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -73,7 +76,12 @@ fn main() -> Result<()> {
                 }
                 None => {
                     step("no config given: building a namespace lab and serving a VIP in it");
-                    exec(Command::new(bin.join("lab")).arg("run").arg(bin.join("lb")).arg(bin.join("lab-http")))
+                    exec(
+                        Command::new(bin.join("lab"))
+                            .arg("run")
+                            .arg(bin.join("lb"))
+                            .arg(bin.join("lab-http")),
+                    )
                 }
             }
         }
@@ -118,7 +126,9 @@ fn preflight() -> Result<()> {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
-        bail!("run as root: loading XDP programs and building namespaces need it (e.g. sudo -E cargo xtask ...)");
+        bail!(
+            "run as root: loading XDP programs and building namespaces need it (e.g. sudo -E cargo xtask ...)"
+        );
     }
     Ok(())
 }
@@ -129,7 +139,10 @@ unsafe extern "C" {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 pub fn step(msg: &str) {
@@ -138,7 +151,9 @@ pub fn step(msg: &str) {
 
 fn build(release: bool) -> Result<()> {
     let mode = if release { "release" } else { "debug" };
-    step(&format!("building lb, its XDP object and the lab tools ({mode})"));
+    step(&format!(
+        "building lb, its XDP object and the lab tools ({mode})"
+    ));
     let mut c = Command::new("cargo");
     c.args(["build", "-p", "lb-user", "-p", "lb-tests", "--bins"]);
     if release {

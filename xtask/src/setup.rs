@@ -45,7 +45,9 @@ fn apt() -> Result<()> {
         return Ok(());
     }
     if !Path::new("/usr/bin/apt-get").exists() {
-        bail!("missing packages {missing:?} and no apt-get: install them by hand (Debian/Ubuntu names)");
+        bail!(
+            "missing packages {missing:?} and no apt-get: install them by hand (Debian/Ubuntu names)"
+        );
     }
     step(&format!("apt-get install {}", missing.join(" ")));
     exec(Command::new("apt-get").args(["update", "-q"]))?;
@@ -65,7 +67,9 @@ fn toolchain() -> Result<()> {
     if linked {
         return Ok(());
     }
-    step(&format!("rustup toolchain link {TOOLCHAIN} /usr (Debian's rustc-web, which has the BPF backend)"));
+    step(&format!(
+        "rustup toolchain link {TOOLCHAIN} /usr (Debian's rustc-web, which has the BPF backend)"
+    ));
     exec(Command::new("rustup").args(["toolchain", "link", TOOLCHAIN, "/usr"]))
 }
 
@@ -77,10 +81,19 @@ fn bpf_linker() -> Result<()> {
     if ok {
         return Ok(());
     }
-    step(&format!("cargo install bpf-linker@{BPF_LINKER} (against Debian's LLVM 22)"));
+    step(&format!(
+        "cargo install bpf-linker@{BPF_LINKER} (against Debian's LLVM 22)"
+    ));
     exec(
         Command::new("cargo")
-            .args(["install", &format!("bpf-linker@{BPF_LINKER}"), "--locked", "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER}"),
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
     )
 }

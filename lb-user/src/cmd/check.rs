@@ -32,15 +32,38 @@ pub fn plan_text(cfg: &Config) -> String {
     );
     for svc in &cfg.services {
         let total: u32 = svc.backends.iter().map(|b| b.weight).sum();
-        let _ = writeln!(s, "service {} scheduler={} forward={}", svc.name(), svc.scheduler, svc.forward);
+        let _ = writeln!(
+            s,
+            "service {} scheduler={} forward={}",
+            svc.name(),
+            svc.scheduler,
+            svc.forward
+        );
         if svc.backends.is_empty() {
             let _ = writeln!(s, "  (no backends: packets to it are dropped)");
         }
         for b in &svc.backends {
-            let share = if total == 0 { 0.0 } else { 100.0 * b.weight as f64 / total as f64 };
-            let via = b.interface.as_deref().map(|i| format!(" via {i}")).unwrap_or_default();
-            let drain = if b.weight == 0 { " (drained: no new flows)" } else { "" };
-            let _ = writeln!(s, "  -> {:<40} weight {:>5} ({share:5.1}%){via}{drain}", addr::socket(b.address, svc.port), b.weight);
+            let share = if total == 0 {
+                0.0
+            } else {
+                100.0 * b.weight as f64 / total as f64
+            };
+            let via = b
+                .interface
+                .as_deref()
+                .map(|i| format!(" via {i}"))
+                .unwrap_or_default();
+            let drain = if b.weight == 0 {
+                " (drained: no new flows)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                s,
+                "  -> {:<40} weight {:>5} ({share:5.1}%){via}{drain}",
+                addr::socket(b.address, svc.port),
+                b.weight
+            );
         }
     }
     s

@@ -26,7 +26,11 @@ pub fn run(p: &Pinned, view: &View, as_json: bool) -> Result<String> {
         View::Stats => stats(p)?,
         View::Table { service } => table(p, service)?,
     };
-    Ok(if as_json { format!("{:#}\n", value) } else { text })
+    Ok(if as_json {
+        format!("{:#}\n", value)
+    } else {
+        text
+    })
 }
 
 fn sched_name(m: &ServiceMeta) -> &'static str {
@@ -91,7 +95,10 @@ fn services(p: &Pinned) -> Result<(String, Value)> {
 }
 
 fn backends(p: &Pinned) -> Result<(String, Value)> {
-    let mut s = format!("{:<5} {:<28} {:<9}\n", "Prot", "LocalAddress:Port", "Scheduler");
+    let mut s = format!(
+        "{:<5} {:<28} {:<9}\n",
+        "Prot", "LocalAddress:Port", "Scheduler"
+    );
     let _ = writeln!(
         s,
         "  -> {:<36} {:>6} {:<7} {:<17} {:>10} {:>12}",
@@ -99,11 +106,21 @@ fn backends(p: &Pinned) -> Result<(String, Value)> {
     );
     let mut out = Vec::new();
     for (k, m) in p.services()? {
-        let _ = writeln!(s, "{:<5} {:<28} {:<9}", addr::proto_name(k.proto).to_uppercase(), vip(&k), sched_name(&m));
+        let _ = writeln!(
+            s,
+            "{:<5} {:<28} {:<9}",
+            addr::proto_name(k.proto).to_uppercase(),
+            vip(&k),
+            sched_name(&m)
+        );
         for (id, b) in p.backends(m.id)? {
             let a = addr::from_bytes(&b.addr, b.family);
             let st = p.backend_stats(id);
-            let mac = if state(&b) == "no-mac" { "-".to_string() } else { addr::mac(&b.mac) };
+            let mac = if state(&b) == "no-mac" {
+                "-".to_string()
+            } else {
+                addr::mac(&b.mac)
+            };
             let _ = writeln!(
                 s,
                 "  -> {:<36} {:>6} {:<7} {:<17} {:>10} {:>12}",
@@ -125,15 +142,28 @@ fn backends(p: &Pinned) -> Result<(String, Value)> {
 }
 
 fn flows(p: &Pinned, limit: usize) -> Result<(String, Value)> {
-    let mut s = format!("{:<5} {:<44} {:<28} {}\n", "Prot", "Client", "LocalAddress:Port", "Backend");
+    let mut s = format!(
+        "{:<5} {:<44} {:<28} {}\n",
+        "Prot", "Client", "LocalAddress:Port", "Backend"
+    );
     let mut out = Vec::new();
     let mut list = p.flows(limit)?;
     list.sort_by_key(|(k, _)| (k.dst, k.dport, k.src, k.sport));
     for (k, v) in &list {
         let client = addr::socket(addr::from_bytes(&k.src, k.family), k.sport);
         let service = addr::socket(addr::from_bytes(&k.dst, k.family), k.dport);
-        let backend = p.backend(v.backend).map(|b| addr::from_bytes(&b.addr, b.family).to_string()).unwrap_or_else(|| "?".into());
-        let _ = writeln!(s, "{:<5} {:<44} {:<28} {}", addr::proto_name(k.proto).to_uppercase(), client, service, backend);
+        let backend = p
+            .backend(v.backend)
+            .map(|b| addr::from_bytes(&b.addr, b.family).to_string())
+            .unwrap_or_else(|| "?".into());
+        let _ = writeln!(
+            s,
+            "{:<5} {:<44} {:<28} {}",
+            addr::proto_name(k.proto).to_uppercase(),
+            client,
+            service,
+            backend
+        );
         out.push(json!({ "proto": addr::proto_name(k.proto), "client": client, "service": service, "backend": backend, "backend_id": v.backend }));
     }
     if list.len() == limit {
@@ -153,12 +183,17 @@ fn stats(p: &Pinned) -> Result<(String, Value)> {
     let (svc_text, svc_json) = services(p)?;
     s.push_str("\nPer service:\n");
     s.push_str(&svc_text);
-    Ok((s, json!({ "reasons": reasons, "services": svc_json["services"] })))
+    Ok((
+        s,
+        json!({ "reasons": reasons, "services": svc_json["services"] }),
+    ))
 }
 
 fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
     let Some(key) = addr::parse_service_name(name) else {
-        bail!("bad service {name:?}: write it as VIP:PORT/PROTO, e.g. 203.0.113.10:80/tcp or [2001:db8:f::10]:80/tcp");
+        bail!(
+            "bad service {name:?}: write it as VIP:PORT/PROTO, e.g. 203.0.113.10:80/tcp or [2001:db8:f::10]:80/tcp"
+        );
     };
     let Some((_, meta)) = p.services()?.into_iter().find(|(k, _)| *k == key) else {
         bail!("no service {name} in the maps (lb show services lists them)");
@@ -169,7 +204,11 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
         *count.entry(*e).or_default() += 1;
     }
     let backends = p.backends(meta.id)?;
-    let total_weight: u64 = backends.iter().filter(|(_, b)| state(b) == "up").map(|(_, b)| b.weight as u64).sum();
+    let total_weight: u64 = backends
+        .iter()
+        .filter(|(_, b)| state(b) == "up")
+        .map(|(_, b)| b.weight as u64)
+        .sum();
     let m = meta.table_size as f64;
     let mut s = format!(
         "{} scheduler={} table size M={} active slot {}\n  -> {:<36} {:>6} {:>10} {:>8} {:>8}\n",
@@ -186,7 +225,11 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
     let mut out = Vec::new();
     for (id, b) in &backends {
         let n = count.get(id).copied().unwrap_or(0);
-        let wanted = if state(b) == "up" && total_weight > 0 { 100.0 * b.weight as f64 / total_weight as f64 } else { 0.0 };
+        let wanted = if state(b) == "up" && total_weight > 0 {
+            100.0 * b.weight as f64 / total_weight as f64
+        } else {
+            0.0
+        };
         let a = addr::from_bytes(&b.addr, b.family);
         let _ = writeln!(
             s,
@@ -200,7 +243,13 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
         out.push(json!({ "address": a.to_string(), "weight": b.weight, "entries": n, "share": n as f64 / m, "wanted": wanted / 100.0 }));
     }
     if let Some(n) = count.get(&NO_BACKEND) {
-        let _ = writeln!(s, "  (no backend: {n} entries; new flows to them are dropped)");
+        let _ = writeln!(
+            s,
+            "  (no backend: {n} entries; new flows to them are dropped)"
+        );
     }
-    Ok((s, json!({ "service": addr::service_name(&key), "table_size": meta.table_size, "active_slot": meta.active_slot, "backends": out, "empty_entries": count.get(&NO_BACKEND).copied().unwrap_or(0) })))
+    Ok((
+        s,
+        json!({ "service": addr::service_name(&key), "table_size": meta.table_size, "active_slot": meta.active_slot, "backends": out, "empty_entries": count.get(&NO_BACKEND).copied().unwrap_or(0) }),
+    ))
 }

@@ -15,9 +15,11 @@ use std::{
 };
 
 use lb_common::{
-    FAMILY_V4, FAMILY_V6, HASH_5TUPLE, HASH_SRC_IP, HASH_SRC_IP_DST_PORT, PROTO_TCP, PROTO_UDP,
-    ServiceKey,
-    names::{DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_PIN_DIR, DEFAULT_TABLE_SIZE},
+    HASH_5TUPLE, HASH_SRC_IP, HASH_SRC_IP_DST_PORT, PROTO_TCP, PROTO_UDP, ServiceKey,
+    names::{
+        DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_PIN_DIR,
+        DEFAULT_TABLE_SIZE,
+    },
 };
 use toml::Spanned;
 
@@ -91,7 +93,11 @@ pub struct Config {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::whole(path, format!("cannot read config: {e}"), "check the path given to -c")
+            ConfigError::whole(
+                path,
+                format!("cannot read config: {e}"),
+                "check the path given to -c",
+            )
         })?;
         Self::parse(path, &text)
     }
@@ -151,25 +157,40 @@ impl Validator<'_> {
         if services.len() > agent.max_services as usize {
             return Err(ConfigError::whole(
                 self.path,
-                format!("{} services, more than max_services = {}", services.len(), agent.max_services),
+                format!(
+                    "{} services, more than max_services = {}",
+                    services.len(),
+                    agent.max_services
+                ),
                 "raise [agent] max_services",
             ));
         }
         if backend_count > agent.max_backends as usize {
             return Err(ConfigError::whole(
                 self.path,
-                format!("{backend_count} backends, more than max_backends = {}", agent.max_backends),
+                format!(
+                    "{backend_count} backends, more than max_backends = {}",
+                    agent.max_backends
+                ),
                 "raise [agent] max_backends",
             ));
         }
-        Ok(Config { path: self.path.to_path_buf(), agent, services })
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            agent,
+            services,
+        })
     }
 
     fn agent(&self, a: Spanned<RawAgent>) -> Result<Agent, ConfigError> {
         let span = a.span();
         let a = a.into_inner();
         let Some(interface) = a.interface else {
-            return Err(self.err(span, "[agent] has no interface".into(), "add interface = \"eth0\""));
+            return Err(self.err(
+                span,
+                "[agent] has no interface".into(),
+                "add interface = \"eth0\"",
+            ));
         };
         if interface.get_ref().is_empty() || interface.get_ref().len() > 15 {
             return Err(self.err(
@@ -190,7 +211,13 @@ impl Validator<'_> {
                 ));
             }
         };
-        let table_size = self.int(&a.table_size, DEFAULT_TABLE_SIZE, 7, 4_000_037, "table_size")?;
+        let table_size = self.int(
+            &a.table_size,
+            DEFAULT_TABLE_SIZE,
+            7,
+            4_000_037,
+            "table_size",
+        )?;
         if !is_prime(table_size) {
             return Err(self.err(
                 a.table_size.as_ref().map(Spanned::span).unwrap_or_default(),
@@ -200,16 +227,43 @@ impl Validator<'_> {
         }
         Ok(Agent {
             interface: interface.into_inner(),
-            pin_dir: a.pin_dir.map_or_else(|| DEFAULT_PIN_DIR.into(), |p| p.into_inner().into()),
+            pin_dir: a
+                .pin_dir
+                .map_or_else(|| DEFAULT_PIN_DIR.into(), |p| p.into_inner().into()),
             xdp_mode,
-            flow_table_size: self.int(&a.flow_table_size, DEFAULT_FLOWS, 1024, 1 << 26, "flow_table_size")?,
+            flow_table_size: self.int(
+                &a.flow_table_size,
+                DEFAULT_FLOWS,
+                1024,
+                1 << 26,
+                "flow_table_size",
+            )?,
             table_size,
-            max_services: self.int(&a.max_services, DEFAULT_MAX_SERVICES, 1, 4096, "max_services")?,
-            max_backends: self.int(&a.max_backends, DEFAULT_MAX_BACKENDS, 1, 1 << 20, "max_backends")?,
+            max_services: self.int(
+                &a.max_services,
+                DEFAULT_MAX_SERVICES,
+                1,
+                4096,
+                "max_services",
+            )?,
+            max_backends: self.int(
+                &a.max_backends,
+                DEFAULT_MAX_BACKENDS,
+                1,
+                1 << 20,
+                "max_backends",
+            )?,
         })
     }
 
-    fn int(&self, v: &Option<Spanned<i64>>, default: u32, min: u32, max: u32, what: &str) -> Result<u32, ConfigError> {
+    fn int(
+        &self,
+        v: &Option<Spanned<i64>>,
+        default: u32,
+        min: u32,
+        max: u32,
+        what: &str,
+    ) -> Result<u32, ConfigError> {
         let Some(v) = v else { return Ok(default) };
         let n = *v.get_ref();
         if n < min as i64 || n > max as i64 {
@@ -236,7 +290,11 @@ impl Validator<'_> {
         let vip = self.ip(&s.vip, "vip")?;
         let port = *s.port.get_ref();
         if !(0..=65535).contains(&port) {
-            return Err(self.err(s.port.span(), format!("port {port} is out of range"), "use 1-65535, or 0 for every port of the VIP"));
+            return Err(self.err(
+                s.port.span(),
+                format!("port {port} is out of range"),
+                "use 1-65535, or 0 for every port of the VIP",
+            ));
         }
         let proto = match s.protocol.as_ref().map(|p| p.get_ref().as_str()) {
             None | Some("tcp") => PROTO_TCP,
@@ -251,7 +309,15 @@ impl Validator<'_> {
         };
         let scheduler = self.choice(&s.scheduler, "maglev", &["maglev"], "scheduler")?;
         let forward = self.choice(&s.forward, "dr", &["dr"], "forward")?;
-        let hash_fields = match self.choice(&s.hash, "5-tuple", &["5-tuple", "src-ip", "src-ip+dst-port"], "hash")?.as_str() {
+        let hash_fields = match self
+            .choice(
+                &s.hash,
+                "5-tuple",
+                &["5-tuple", "src-ip", "src-ip+dst-port"],
+                "hash",
+            )?
+            .as_str()
+        {
             "src-ip" => HASH_SRC_IP,
             "src-ip+dst-port" => HASH_SRC_IP_DST_PORT,
             _ => HASH_5TUPLE,
@@ -261,20 +327,48 @@ impl Validator<'_> {
             let span = b.span();
             let b = self.backend(b.into_inner(), vip)?;
             if backends.iter().any(|o| o.address == b.address) {
-                return Err(self.err(span, format!("backend {} is listed twice", b.address), "list each backend once per service"));
+                return Err(self.err(
+                    span,
+                    format!("backend {} is listed twice", b.address),
+                    "list each backend once per service",
+                ));
             }
             backends.push(b);
         }
-        Ok(Service { vip, port: port as u16, proto, scheduler, forward, hash_fields, backends })
+        Ok(Service {
+            vip,
+            port: port as u16,
+            proto,
+            scheduler,
+            forward,
+            hash_fields,
+            backends,
+        })
     }
 
-    fn choice(&self, v: &Option<Spanned<String>>, default: &str, allowed: &[&str], what: &str) -> Result<String, ConfigError> {
-        let Some(v) = v else { return Ok(default.to_string()) };
+    fn choice(
+        &self,
+        v: &Option<Spanned<String>>,
+        default: &str,
+        allowed: &[&str],
+        what: &str,
+    ) -> Result<String, ConfigError> {
+        let Some(v) = v else {
+            return Ok(default.to_string());
+        };
         if allowed.contains(&v.get_ref().as_str()) {
             return Ok(v.get_ref().clone());
         }
-        let list = allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
-        Err(self.err(v.span(), format!("unknown {what} {:?}", v.get_ref()), &format!("use one of: {list}")))
+        let list = allowed
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(self.err(
+            v.span(),
+            format!("unknown {what} {:?}", v.get_ref()),
+            &format!("use one of: {list}"),
+        ))
     }
 
     fn backend(&self, b: RawBackend, vip: IpAddr) -> Result<BackendCfg, ConfigError> {
@@ -297,7 +391,11 @@ impl Validator<'_> {
                 ));
             }
         };
-        Ok(BackendCfg { address, weight, interface: b.interface.map(Spanned::into_inner) })
+        Ok(BackendCfg {
+            address,
+            weight,
+            interface: b.interface.map(Spanned::into_inner),
+        })
     }
 }
 
@@ -306,14 +404,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
-}
-
-/// The families a config is about, to size and label things.
-pub fn family_name(f: u8) -> &'static str {
-    match f {
-        FAMILY_V4 => "ipv4",
-        FAMILY_V6 => "ipv6",
-        _ => "?",
-    }
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }

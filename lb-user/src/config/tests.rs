@@ -30,9 +30,17 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 fn err_at(text: &str, line: usize, col: usize, needle: &str) -> ConfigError {
     let e = parse(text).expect_err("config should be rejected");
     assert_eq!((e.line, e.column), (line, col), "wrong position for: {e}");
-    assert!(e.message.contains(needle), "message {:?} lacks {needle:?}", e.message);
+    assert!(
+        e.message.contains(needle),
+        "message {:?} lacks {needle:?}",
+        e.message
+    );
     assert!(!e.hint.is_empty());
-    assert!(e.to_string().starts_with(&format!("lb.toml:{line}:{col}: error: ")), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("lb.toml:{line}:{col}: error: ")),
+        "{e}"
+    );
     e
 }
 
@@ -77,7 +85,12 @@ fn bad_address_is_pointed_at() {
 #[test]
 fn duplicate_service_names_the_first() {
     let text = format!("{GOOD}\n[[service]]\nvip = \"203.0.113.10\"\nport = 80\n");
-    let e = err_at(&text, 20, 1, "duplicate service 203.0.113.10:80/tcp (first defined on line 5)");
+    let e = err_at(
+        &text,
+        20,
+        1,
+        "duplicate service 203.0.113.10:80/tcp (first defined on line 5)",
+    );
     assert!(e.hint.contains("merge"));
     let text = GOOD.replace("198.51.100.12", "198.51.100.11");
     err_at(&text, 11, 3, "listed twice");
@@ -88,15 +101,46 @@ fn weight_out_of_range() {
     let text = GOOD.replace("weight = 2", "weight = 70000");
     let e = err_at(&text, 11, 41, "weight 70000 is out of range");
     assert!(e.hint.contains("65535"));
-    err_at(&GOOD.replace("weight = 2", "weight = -1"), 11, 41, "out of range");
+    err_at(
+        &GOOD.replace("weight = 2", "weight = -1"),
+        11,
+        41,
+        "out of range",
+    );
 }
 
 #[test]
 fn other_values_are_checked() {
-    err_at(&GOOD.replace("protocol = \"udp\"", "protocol = \"sctp\""), 17, 12, "unknown protocol");
-    err_at(&GOOD.replace("port = 80", "port = 65536"), 7, 8, "port 65536");
-    err_at(&GOOD.replace("protocol = \"tcp\"", "protocol = \"tcp\"\nscheduler = \"fifo\""), 9, 13, "unknown scheduler");
-    let e = err_at(&GOOD.replace("interface = \"eth0\"", "interface = \"eth0\"\ntable_size = 65536"), 4, 14, "not prime");
+    err_at(
+        &GOOD.replace("protocol = \"udp\"", "protocol = \"sctp\""),
+        17,
+        12,
+        "unknown protocol",
+    );
+    err_at(
+        &GOOD.replace("port = 80", "port = 65536"),
+        7,
+        8,
+        "port 65536",
+    );
+    err_at(
+        &GOOD.replace(
+            "protocol = \"tcp\"",
+            "protocol = \"tcp\"\nscheduler = \"fifo\"",
+        ),
+        9,
+        13,
+        "unknown scheduler",
+    );
+    let e = err_at(
+        &GOOD.replace(
+            "interface = \"eth0\"",
+            "interface = \"eth0\"\ntable_size = 65536",
+        ),
+        4,
+        14,
+        "not prime",
+    );
     assert!(e.hint.contains("65537"));
     let e = parse("[[service]]\nvip = \"203.0.113.10\"\nport = 80\n").unwrap_err();
     assert!(e.message.contains("[agent]"), "{e}");

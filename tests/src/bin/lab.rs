@@ -53,7 +53,11 @@ fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
     println!("lab: building namespaces (client, lb1, b1-b3 on a bridge)");
     let mut l = Lab::up(LabSpec::default(), &http, detach)?;
     let cfg = l.write_config("lb1", &l.default_services())?;
-    println!("lab: starting `lb run -c {}` in {}", cfg.display(), l.ns("lb1"));
+    println!(
+        "lab: starting `lb run -c {}` in {}",
+        cfg.display(),
+        l.ns("lb1")
+    );
     l.start_agent("lb1", &lb, &cfg)?;
     if let Err(e) = wait_serving(&l) {
         eprintln!("{}", l.log("lb1"));
@@ -64,16 +68,24 @@ fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
     println!("The VIP is served. From the client namespace:");
     println!("  ip netns exec {c} curl -s http://{VIP4}/        # answers b1, b2 or b3");
     println!("  ip netns exec {c} curl -s http://[{VIP6}]/");
-    println!("  for i in $(seq 20); do ip netns exec {c} curl -s http://{VIP4}/; done | sort | uniq -c");
+    println!(
+        "  for i in $(seq 20); do ip netns exec {c} curl -s http://{VIP4}/; done | sort | uniq -c"
+    );
     println!("Inspect the balancer (reads its pinned maps):");
     println!("  {} show backends -c {}", lb.display(), cfg.display());
     println!("  {} show flows -c {}", lb.display(), cfg.display());
     println!("Agent log: {}", l.dir.join("lb1.log").display());
     println!();
-    let out = Command::new(&lb).args(["show", "backends", "-c"]).arg(&cfg).output()?;
+    let out = Command::new(&lb)
+        .args(["show", "backends", "-c"])
+        .arg(&cfg)
+        .output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
     if detach {
-        println!("\nlab {} is up; `cargo xtask lab down` removes it.", l.prefix);
+        println!(
+            "\nlab {} is up; `cargo xtask lab down` removes it.",
+            l.prefix
+        );
         l.release();
         return Ok(());
     }
@@ -93,7 +105,10 @@ fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
 /// Wait until the client gets an answer through the VIP.
 fn wait_serving(l: &Lab) -> Result<()> {
     let vip = format!("{VIP4}:80").parse()?;
-    let wait: u64 = std::env::var("LAB_SERVE_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let wait: u64 = std::env::var("LAB_SERVE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let served = lb_tests::netns::in_ns(&l.ns("c"), move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(wait);
         while std::time::Instant::now() < deadline {
@@ -104,7 +119,8 @@ fn wait_serving(l: &Lab) -> Result<()> {
         }
         None
     })?;
-    let name = served.with_context(|| format!("the VIP did not answer within {wait} s (agent log above)"))?;
+    let name = served
+        .with_context(|| format!("the VIP did not answer within {wait} s (agent log above)"))?;
     println!("lab: client {CLIENT4} -> {VIP4}:80 answered by {name}");
     Ok(())
 }
@@ -116,7 +132,10 @@ fn status() -> Result<()> {
     }
     for p in labs {
         let dir = std::path::Path::new(lab::RUN_DIR).join(&p);
-        println!("lab {p}: namespaces {}", lb_tests::netns::list(&format!("{p}-")).join(" "));
+        println!(
+            "lab {p}: namespaces {}",
+            lb_tests::netns::list(&format!("{p}-")).join(" ")
+        );
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = e.path();
             if path.extension().is_some_and(|x| x == "toml") {

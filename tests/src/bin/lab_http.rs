@@ -45,7 +45,11 @@ fn main() {
 fn listen_on(addr: &str) -> TcpListener {
     // An IPv6 wildcard must not also claim IPv4, or it clashes with 0.0.0.0.
     let sa: std::net::SocketAddr = addr.parse().expect("ADDR:PORT");
-    let domain = if sa.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    let domain = if sa.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
     unsafe {
         let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0, "socket");
@@ -57,7 +61,11 @@ fn listen_on(addr: &str) -> TcpListener {
             libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, p, n);
         }
         let (storage, len) = lb_tests::http::raw(&sa);
-        assert!(libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) == 0, "bind {addr}: {}", std::io::Error::last_os_error());
+        assert!(
+            libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) == 0,
+            "bind {addr}: {}",
+            std::io::Error::last_os_error()
+        );
         assert!(libc::listen(fd, 1024) == 0, "listen");
         std::os::fd::FromRawFd::from_raw_fd(fd)
     }
