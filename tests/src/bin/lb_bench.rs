@@ -1,0 +1,151 @@
+//! `cargo xtask bench`: per-packet cost of the XDP program through
+//! BPF_PROG_TEST_RUN, and Maglev table build times.
+//!
+//! With repeat > 1 the kernel feeds the program its own output again (a new
+//! flow is new only once), so every case is many single runs over distinct
+//! frames, minus the per-call cost of an empty program measured the same way
+//! in the same round (Katran's tester does the same). The machine is shared
+//! and noisy: rounds are interleaved and reported as min/median/max.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use lb_common::{FORWARD_DR, HASH_5TUPLE, SCHED_MAGLEV, names};
+use lb_tests::{
+    bpf::{Harness, TEST_SIZES},
+    frame::{ACK, Frame, LB_MAC},
+};
+use lb_user::{
+    addr, maglev,
+    plan::{DesiredBackend, DesiredService},
+};
+
+const FRAMES: u16 = 20_000;
+const ROUNDS: usize = 7;
+
+fn client(i: u16) -> String {
+    format!("198.51.{}.{}", 100 + i / 250 % 4, 2 + i % 250)
+}
+
+fn frames(dst: &str, flags: u8) -> Vec<Vec<u8>> {
+    (0..FRAMES)
+        .map(|i| {
+            Frame {
+                tcp_flags: flags,
+                ..Frame::tcp(&client(i), 10_000 + i, dst, 80)
+            }
+            .build()
+        })
+        .collect()
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn main() -> Result<()> {
+    let sizes = lb_user::ebpf::Sizes {
+        flows: 1 << 17,
+        ..TEST_SIZES
+    };
+    let mut h = Harness::new(sizes)?;
+    let backends = (0..10)
+        .map(|i| DesiredBackend {
+            addr: format!("198.51.100.{}", 11 + i).parse().unwrap(),
+            weight: 1 + i % 3,
+            ifindex: 1,
+            src_mac: LB_MAC,
+            mac: Some([2, 0, 0, 0, 0, 0x11 + i as u8]),
+            healthy: true,
+        })
+        .collect();
+    h.dp.apply(&[DesiredService {
+        key: addr::parse_service_name("203.0.113.10:80/tcp").unwrap(),
+        scheduler: SCHED_MAGLEV,
+        forward: FORWARD_DR,
+        hash_fields: HASH_5TUPLE,
+        backends,
+    }])?;
+    let syn = frames("203.0.113.10", lb_tests::frame::SYN);
+    let ack = frames("203.0.113.10", ACK);
+    let non_vip = frames("198.51.100.5", ACK);
+    let udp: Vec<Vec<u8>> = (0..FRAMES)
+        .map(|i| Frame::udp(&client(i), 10_000 + i, "198.51.100.5", 53).build())
+        .collect();
+
+    let cases = [
+        "empty (xdp_pass)",
+        "floor: parse + XDP_TX",
+        "lb: established flow",
+        "lb: new flow (SYN)",
+        "lb: non-VIP packet",
+    ];
+    let mut per_call: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut net: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let ns = |d: std::time::Duration| d.as_nanos() as f64 / FRAMES as f64;
+    for _ in 0..ROUNDS {
+        h.clear_flows()?;
+        let new_flow = ns(h.time_runs(names::PROG_LB, &syn)?);
+        // Now every flow is in the table: the same 5-tuples again are established.
+        let established = ns(h.time_runs(names::PROG_LB, &ack)?);
+        let empty = ns(h.time_runs(names::PROG_XDP_PASS, &udp)?);
+        let floor = ns(h.time_runs(names::PROG_BENCH_FLOOR, &udp)?);
+        let nonvip = ns(h.time_runs(names::PROG_LB, &non_vip)?);
+        for (i, v) in [empty, floor, established, new_flow, nonvip]
+            .into_iter()
+            .enumerate()
+        {
+            per_call[i].push(v);
+            net[i].push(v - empty);
+        }
+    }
+    println!(
+        "XDP per-packet cost via BPF_PROG_TEST_RUN: {FRAMES} distinct frames x repeat=1, {ROUNDS} rounds"
+    );
+    println!("(net = per call minus the empty program's per call, same round; ns/packet)\n");
+    println!(
+        "{:<26} {:>26} {:>26}",
+        "case", "per call min/med/max", "net min/med/max"
+    );
+    for (i, c) in cases.iter().enumerate() {
+        let (a, b, m) = stats(per_call[i].clone());
+        let (x, y, z) = stats(net[i].clone());
+        println!(
+            "{c:<26} {:>26} {:>26}",
+            format!("{a:.0} / {b:.0} / {m:.0}"),
+            format!("{x:.0} / {y:.0} / {z:.0}")
+        );
+    }
+
+    println!("\nMaglev table build (M = 65537), mixed weights, {ROUNDS} builds each (ms):");
+    for n in [10usize, 100, 1000] {
+        let keys: Vec<[u8; 16]> = (0..n)
+            .map(|i| {
+                addr::to_bytes(
+                    format!("198.51.{}.{}", 100 + i / 250, 1 + i % 250)
+                        .parse()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let entries: Vec<maglev::Entry<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| maglev::Entry {
+                key: k,
+                weight: [1, 2, 3, 5, 10][i % 5],
+            })
+            .collect();
+        let times: Vec<f64> = (0..ROUNDS)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(maglev::build(&entries, 65_537));
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        let (a, b, c) = stats(times);
+        println!("  {n:>5} backends: {a:.2} / {b:.2} / {c:.2}");
+    }
+    Ok(())
+}
