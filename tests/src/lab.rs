@@ -260,9 +260,21 @@ impl Lab {
 
     /// Start `lb run -c CONFIG` in balancer namespace `role`.
     pub fn start_agent(&mut self, role: &str, lb_bin: &Path, config: &Path) -> Result<()> {
+        self.start_agent_as(role, role, lb_bin, config, &[])
+    }
+
+    /// Start `lb run -c CONFIG EXTRA...` in namespace `role` as process `name`.
+    pub fn start_agent_as(
+        &mut self,
+        role: &str,
+        name: &str,
+        lb_bin: &Path,
+        config: &Path,
+        extra: &[&str],
+    ) -> Result<()> {
         let mut cmd = Command::new(lb_bin);
-        cmd.args(["run", "-c"]).arg(config);
-        self.spawn(role, role, cmd)
+        cmd.args(["run", "-c"]).arg(config).args(extra);
+        self.spawn(role, name, cmd)
     }
 
     pub fn pid(&self, name: &str) -> Option<u32> {
@@ -429,9 +441,14 @@ pub fn bin(env: &str, name: &str) -> Result<PathBuf> {
 /// A lab with `lb run` in lb1 serving the default services, ready: the
 /// client has been answered through the VIP.
 pub fn serving(spec: LabSpec) -> Result<(Lab, PathBuf)> {
+    serving_with(spec, &[])
+}
+
+/// `serving`, with extra `lb run` arguments.
+pub fn serving_with(spec: LabSpec, extra: &[&str]) -> Result<(Lab, PathBuf)> {
     let mut lab = Lab::up(spec, &bin("LAB_HTTP_BIN", "lab-http")?, false)?;
     let cfg = lab.write_config("lb1", &lab.default_services())?;
-    lab.start_agent("lb1", &bin("LB_BIN", "lb")?, &cfg)?;
+    lab.start_agent_as("lb1", "lb1", &bin("LB_BIN", "lb")?, &cfg, extra)?;
     let vip: std::net::SocketAddr = format!("{VIP4}:80").parse()?;
     let ok = netns::in_ns(&lab.ns("c"), move || {
         let deadline = Instant::now() + Duration::from_secs(20);

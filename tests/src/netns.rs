@@ -102,3 +102,22 @@ pub fn list(prefix: &str) -> Vec<String> {
 pub fn delete(ns: &str) {
     let _ = Command::new("ip").args(["netns", "delete", ns]).output();
 }
+
+/// A namespace that exists for the guard's lifetime (removed on drop, also on panic).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Result<Self> {
+        let name = format!("{}-{tag}", crate::lab::unique_prefix());
+        ip("", &format!("netns add {name}"))?;
+        Ok(Self { name })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        delete(&self.name);
+    }
+}

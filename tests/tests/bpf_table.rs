@@ -454,3 +454,77 @@ fn reapplying_the_same_state_writes_nothing() {
     h.dp.apply(&changed).unwrap();
     assert_eq!(h.dp.writes.tables, before.tables + 1);
 }
+
+#[test]
+fn hash_src_ip_sends_all_of_a_clients_flows_to_one_backend() {
+    if !require::root("hash_src_ip_sends_all_of_a_clients_flows_to_one_backend") {
+        return;
+    }
+    let mut h = Harness::new(TEST_SIZES).unwrap();
+    let macs: Vec<[u8; 6]> = (0..5).map(|i| [2, 0, 0, 0, 1, i]).collect();
+    let backends: Vec<DesiredBackend> = (0..5)
+        .map(|i| backend(&format!("198.51.100.{}", 11 + i), 1, Some(macs[i])))
+        .collect();
+    for (fields, want_one) in [(lb_common::HASH_SRC_IP, true), (HASH_5TUPLE, false)] {
+        h.dp.apply(&[DesiredService {
+            hash_fields: fields,
+            ..service("203.0.113.10:80/tcp", backends.clone())
+        }])
+        .unwrap();
+        h.clear_flows().unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for port in 0..100u16 {
+            let f = Frame::tcp("198.51.100.77", 20000 + port, "203.0.113.10", 80).build();
+            let (v, out) = h.run(lb_common::names::PROG_LB, &f).unwrap();
+            assert_eq!(v, XDP_TX);
+            seen.insert(out[..6].to_vec());
+        }
+        if want_one {
+            assert_eq!(
+                seen.len(),
+                1,
+                "hash = src-ip: 100 connections of one client reached {} backends",
+                seen.len()
+            );
+        } else {
+            assert_eq!(
+                seen.len(),
+                5,
+                "hash = 5-tuple: 100 connections should spread over all 5 backends"
+            );
+        }
+    }
+}
+
+#[test]
+fn backend_on_another_interface_is_reached_with_xdp_redirect() {
+    let name = "backend_on_another_interface_is_reached_with_xdp_redirect";
+    if !require::root(name) {
+        return;
+    }
+    // In a namespace of its own the test frame arrives on that namespace's lo
+    // and the devmap can name a real veth there.
+    let ns = lb_tests::netns::Netns::new("redir").unwrap();
+    lb_tests::netns::ip(&ns.name, "link add red0 type veth peer name red1").unwrap();
+    lb_tests::netns::ip(&ns.name, "link set red0 up").unwrap();
+    lb_tests::netns::ip(&ns.name, "link set red1 up").unwrap();
+    let (verdict, out, input) = lb_tests::netns::in_ns(&ns.name, || {
+        // if_nametoindex asks this thread's network namespace.
+        let ifindex = unsafe { libc::if_nametoindex(c"red0".as_ptr()) };
+        assert_ne!(ifindex, 0, "red0 not found in the test namespace");
+        let mut h = Harness::new(TEST_SIZES).unwrap();
+        let b = DesiredBackend {
+            ifindex,
+            ..backend("198.51.100.11", 1, Some(M1))
+        };
+        h.dp.apply(&[service("203.0.113.10:80/tcp", vec![b])])
+            .unwrap();
+        let input = Frame::tcp("198.51.100.2", 40000, "203.0.113.10", 80).build();
+        let (v, out) = h.run(lb_common::names::PROG_LB, &input).unwrap();
+        (v, out, input)
+    })
+    .unwrap();
+    const XDP_REDIRECT: u32 = 4;
+    assert_eq!(verdict, XDP_REDIRECT);
+    assert_eq!(out, forwarded(&input, M1));
+}

@@ -382,3 +382,80 @@ fn a_lab_and_its_agent_leave_nothing_behind() {
     // A sanity check that the probe above would have seen a leftover.
     let _ = http::TIMEOUT;
 }
+
+#[test]
+fn flows_survive_an_agent_restart_with_keep_pinned() {
+    let name = "flows_survive_an_agent_restart_with_keep_pinned";
+    if !require::root(name) || !require::command(name, "ethtool") {
+        return;
+    }
+    let (mut lab, cfg) = lab::serving_with(LabSpec::default(), &["--keep-pinned"]).unwrap();
+    let (to_client, client_rx) = std::sync::mpsc::channel::<&'static str>();
+    let (to_test, test_rx) = std::sync::mpsc::channel::<Result<String, String>>();
+    let c_ns = lab.ns("c");
+    let client = std::thread::spawn(move || {
+        netns::in_ns(&c_ns, move || {
+            let mut conn = Conn::open(vip()).expect("connect");
+            // Answer one GET per command until told to stop.
+            while let Ok(cmd) = client_rx.recv() {
+                if cmd == "stop" {
+                    break;
+                }
+                to_test.send(conn.get().map_err(|e| e.to_string())).unwrap();
+            }
+        })
+        .unwrap()
+    });
+    let ask = || {
+        to_client.send("get").unwrap();
+        test_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("client answered")
+    };
+    let first = ask().expect("first request");
+
+    // Stop the agent, leaving program and maps in place.
+    lab.signal("lb1", libc::SIGTERM).unwrap();
+    assert!(lab.wait_exit("lb1", Duration::from_secs(5)));
+    assert!(lab.log("lb1").contains("stay pinned"), "{}", lab.log("lb1"));
+    assert_eq!(
+        ask().as_deref(),
+        Ok(first.as_str()),
+        "with the agent down, the pinned program must keep forwarding"
+    );
+
+    // A new agent adopts the live maps; the connection keeps its backend.
+    lab.start_agent_as(
+        "lb1",
+        "lb1-again",
+        &lab::bin("LB_BIN", "lb").unwrap(),
+        &cfg,
+        &[],
+    )
+    .unwrap();
+    lab.wait_log(
+        "lb1-again",
+        "adopted live maps from a previous agent",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    lab.wait_log("lb1-again", "serving", Duration::from_secs(10))
+        .unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            ask().as_deref(),
+            Ok(first.as_str()),
+            "the connection moved after the restart:\n{}",
+            lab.log("lb1-again")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let counts = spread(&lab, 30, 60000);
+    assert_eq!(
+        counts.len(),
+        3,
+        "new connections after the restart: {counts:?}"
+    );
+    to_client.send("stop").unwrap();
+    client.join().unwrap();
+}
