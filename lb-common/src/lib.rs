@@ -6,10 +6,12 @@
 #![no_std]
 
 pub mod hash;
+pub mod health;
 pub mod names;
 pub mod stats;
 pub mod types;
 
 pub use hash::flow_hash;
+pub use health::BackendHealth;
 pub use stats::Reason;
 pub use types::*;

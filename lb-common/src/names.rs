@@ -17,8 +17,11 @@ pub const SERVICE_STATS: &str = "SERVICE_STATS";
 /// Per-CPU packets/bytes per backend id.
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
 
+/// Backend id -> BackendHealth: check results for `lb show` (agent-only).
+pub const HEALTH: &str = "HEALTH";
+
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 8] = [
+pub const ALL_MAPS: [&str; 9] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -27,6 +30,7 @@ pub const ALL_MAPS: [&str; 8] = [
     REASON_STATS,
     SERVICE_STATS,
     BACKEND_STATS,
+    HEALTH,
 ];
 
 /// The XDP entry point.

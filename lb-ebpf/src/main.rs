@@ -32,6 +32,16 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Never loaded: it names the user-space-only HEALTH map so the linker keeps
+/// it in the object, where the loader creates and pins it with the others.
+#[xdp]
+pub fn keep_health_map(_ctx: XdpContext) -> u32 {
+    match maps::HEALTH.get(0) {
+        Some(_) => xdp_action::XDP_PASS,
+        None => xdp_action::XDP_ABORTED,
+    }
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

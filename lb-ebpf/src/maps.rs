@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, Counter, FlowKey, FlowValue, ServiceKey, ServiceMeta,
+    Backend, BackendHealth, Counter, FlowKey, FlowValue, ServiceKey, ServiceMeta,
     names::{DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_TABLE_SIZE},
     stats::REASON_COUNT,
 };
@@ -34,3 +34,8 @@ pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(DEFAULT_MAX
 
 #[map]
 pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(DEFAULT_MAX_BACKENDS, 0);
+
+// Written and read only by user space (check results for `lb show`); it lives
+// in the object so it is created, sized and pinned with the others.
+#[map]
+pub static HEALTH: Array<BackendHealth> = Array::pinned(DEFAULT_MAX_BACKENDS, 0);

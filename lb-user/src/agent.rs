@@ -1,33 +1,40 @@
 //! `lb run`: one task owns the maps. It applies the config, keeps backend
-//! MACs current, reloads on SIGHUP (a bad file changes nothing), and on
+//! MACs current, turns health-check transitions into table rewrites, reloads on SIGHUP (a bad file changes nothing), and on
 //! SIGINT/SIGTERM detaches and removes its pins unless told to keep them.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashSet},
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
 
 use crate::{
-    config::{Agent, Config},
+    config::{self, Config, Probe},
     dataplane::Dataplane,
     ebpf::{self, Sizes},
+    health::{Key, Report, Status, Supervisor},
     neigh::Net,
-    plan::{self, DesiredService, HostView},
+    plan::{self, DesiredService, Health, HostView},
+    status::Board,
 };
 
 /// How often neighbour state is re-read; also the fastest a new backend's MAC is picked up.
 const REFRESH: Duration = Duration::from_secs(1);
+/// Check reports waiting for the agent; checkers wait when it is full.
+const REPORT_QUEUE: usize = 4096;
 
 pub struct Options {
     pub config: PathBuf,
     pub keep_pinned: bool,
 }
 
-pub fn sizes(a: &Agent) -> Sizes {
+pub fn sizes(a: &config::Agent) -> Sizes {
     Sizes {
         flows: a.flow_table_size,
         max_services: a.max_services,
@@ -37,36 +44,50 @@ pub fn sizes(a: &Agent) -> Sizes {
 }
 
 pub async fn run(opts: Options) -> Result<()> {
-    let mut cfg = Config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = Config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pin_dir = cfg.agent.pin_dir.clone();
     let mut bpf = ebpf::load(&pin_dir, sizes(&cfg.agent)).context("loading the XDP program")?;
     let (link, how) = ebpf::attach(&mut bpf, &cfg.agent.interface, cfg.agent.xdp_mode, &pin_dir)
         .with_context(|| format!("attaching XDP to {}", cfg.agent.interface))?;
     tracing::info!(interface = %cfg.agent.interface, mode = ?how, pin_dir = %pin_dir.display(), "XDP program attached");
-    let mut dp = Dataplane::new(&mut bpf, sizes(&cfg.agent))?;
+    let dp = Dataplane::new(&mut bpf, sizes(&cfg.agent))?;
     let net = Net::new().context("opening rtnetlink")?;
-    let mut host = HostView::default();
-    let mut last: Vec<DesiredService> = Vec::new();
+    let (tx, mut reports) = mpsc::channel(REPORT_QUEUE);
+    let mut a = Agent {
+        cfg,
+        dp,
+        host: HostView::default(),
+        last: Vec::new(),
+        checks: Supervisor::new(tx),
+        board: Board::default(),
+    };
+    a.start_checks(None);
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tracing::info!(services = cfg.services.len(), config = %opts.config.display(), "serving");
+    tracing::info!(services = a.cfg.services.len(), checks = a.checks.len(), config = %opts.config.display(), "serving");
     loop {
+        let ramp = plan::next_warmup_step(&a.cfg, &a.host, Instant::now());
         tokio::select! {
+            Some(r) = reports.recv() => a.on_report(r),
+            _ = sleep_until(ramp), if ramp.is_some() => a.sync(),
             _ = tick.tick() => {
-                refresh_host(&net, &cfg, &mut host).await;
-                sync(&mut dp, &cfg, &host, &mut last);
+                refresh_host(&net, &a.cfg, &mut a.host).await;
+                // Also restarts a check task that died.
+                a.start_checks(None);
+                a.sync();
             }
             _ = hup.recv() => {
-                match reload(&opts.config, &cfg) {
+                match reload(&opts.config, &a.cfg) {
                     Ok(new) => {
                         tracing::info!(services = new.services.len(), "config reloaded");
-                        cfg = new;
-                        refresh_host(&net, &cfg, &mut host).await;
-                        sync(&mut dp, &cfg, &host, &mut last);
+                        let old = std::mem::replace(&mut a.cfg, new);
+                        a.start_checks(Some(&old));
+                        refresh_host(&net, &a.cfg, &mut a.host).await;
+                        a.sync();
                     }
                     Err(e) => tracing::error!("reload rejected, keeping the running config:\n{e:#}"),
                 }
@@ -75,7 +96,8 @@ pub async fn run(opts: Options) -> Result<()> {
             _ = int.recv() => break,
         }
     }
-    drop(dp);
+    let interface = a.cfg.agent.interface.clone();
+    drop(a);
     if opts.keep_pinned {
         tracing::info!(pin_dir = %pin_dir.display(), "stopping; XDP program and maps stay pinned (--keep-pinned)");
         drop(link);
@@ -83,9 +105,128 @@ pub async fn run(opts: Options) -> Result<()> {
         // Unpinning and closing the last fd of the link detaches the program.
         let _ = link.unpin();
         ebpf::unpin_all(&pin_dir);
-        tracing::info!(interface = %cfg.agent.interface, "stopped; XDP program detached, pins removed");
+        tracing::info!(interface = %interface, "stopped; XDP program detached, pins removed");
     }
     Ok(())
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The running agent's state; only this task writes the maps.
+struct Agent {
+    cfg: Config,
+    dp: Dataplane,
+    host: HostView,
+    last: Vec<DesiredService>,
+    checks: Supervisor,
+    board: Board,
+}
+
+impl Agent {
+    /// Match check tasks to the config. `old` is the config before a reload:
+    /// backends it lacked that have no check start their warmup now.
+    fn start_checks(&mut self, old: Option<&Config>) {
+        let now = Instant::now();
+        let keys: HashSet<Key> = self
+            .cfg
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(move |b| (s.key(), b.address)))
+            .collect();
+        self.host.health.retain(|k, _| keys.contains(k));
+        self.host.added.retain(|k, _| keys.contains(k));
+        self.board.retain(&self.cfg);
+        if let Some(old) = old {
+            let before: HashSet<Key> = old
+                .services
+                .iter()
+                .flat_map(|s| s.backends.iter().map(move |b| (s.key(), b.address)))
+                .collect();
+            for s in &self.cfg.services {
+                for b in &s.backends {
+                    let k = (s.key(), b.address);
+                    if b.check.probe == Probe::None && !before.contains(&k) {
+                        self.host.added.insert(k, now);
+                    }
+                }
+            }
+        }
+        // A backend whose check was removed is healthy from now on.
+        for s in &self.cfg.services {
+            for b in &s.backends {
+                if b.check.probe == Probe::None {
+                    self.host.health.remove(&(s.key(), b.address));
+                }
+            }
+        }
+        let health = &self.host.health;
+        let started = self
+            .checks
+            .sync(&self.cfg, |k| health.get(k).map(|h| h.status));
+        for (key, status) in started {
+            let probe = self
+                .cfg
+                .services
+                .iter()
+                .find(|s| s.key() == key.0)
+                .and_then(|s| s.backends.iter().find(|b| b.address == key.1))
+                .map(|b| b.check.probe.clone())
+                .unwrap_or(Probe::None);
+            self.host.health.entry(key).or_insert(Health {
+                status,
+                up_since: None,
+            });
+            self.board.reset(key, status, &probe);
+        }
+    }
+
+    fn on_report(&mut self, r: Report) {
+        let Some(h) = self.host.health.get_mut(&r.key) else {
+            return; // a report from a task stopped by a reload
+        };
+        self.board.on_report(&r);
+        let service = crate::addr::service_name(&r.key.0);
+        let reason = r.error.as_ref().map(ToString::to_string);
+        if r.changed {
+            h.status = r.status;
+            h.up_since = r.status.is_up().then(Instant::now);
+            match r.status {
+                Status::Up => {
+                    tracing::info!(%service, backend = %r.key.1, passes = r.ok, rtt_ms = r.rtt.as_millis() as u64, "backend up")
+                }
+                _ => {
+                    tracing::warn!(%service, backend = %r.key.1, reason = reason.as_deref().unwrap_or("?"), failures = r.fail, "backend down")
+                }
+            }
+            self.sync();
+        } else {
+            if let Some(reason) = &reason
+                && r.status.is_up()
+            {
+                tracing::info!(%service, backend = %r.key.1, %reason, failures = r.fail, "check failed, retrying");
+            }
+            self.board.publish_one(&mut self.dp, r.key);
+        }
+    }
+
+    fn sync(&mut self) {
+        let desired = plan::desired(&self.cfg, &self.host, Instant::now());
+        if desired != self.last {
+            match self.dp.apply(&desired) {
+                Ok(()) => self.last = desired,
+                Err(e) => {
+                    tracing::error!("updating the maps failed (will retry): {e}");
+                    return;
+                }
+            }
+        }
+        self.board.publish(&mut self.dp, &self.cfg, &self.last);
+    }
 }
 
 /// The new config, if it is valid and can be applied without a restart.
@@ -98,17 +239,6 @@ fn reload(path: &Path, running: &Config) -> Result<Config> {
         );
     }
     Ok(new)
-}
-
-fn sync(dp: &mut Dataplane, cfg: &Config, host: &HostView, last: &mut Vec<DesiredService>) {
-    let desired = plan::desired(cfg, host);
-    if desired == *last {
-        return;
-    }
-    match dp.apply(&desired) {
-        Ok(()) => *last = desired,
-        Err(e) => tracing::error!("updating the maps failed (will retry): {e}"),
-    }
 }
 
 /// Re-read the interfaces and neighbour entries the config needs, and nudge

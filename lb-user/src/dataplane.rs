@@ -11,8 +11,8 @@ use std::{
 
 use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError};
 use lb_common::{
-    BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, NO_BACKEND, ServiceKey,
-    ServiceMeta, names,
+    BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth, NO_BACKEND,
+    ServiceKey, ServiceMeta, names,
 };
 use thiserror::Error;
 
@@ -93,6 +93,7 @@ pub struct Dataplane {
     tables: Array<MapData, u32>,
     backends_map: Array<MapData, Backend>,
     devmap: DevMapHash<MapData>,
+    health_map: Array<MapData, BackendHealth>,
     sizes: Sizes,
     services: BTreeMap<ServiceKey, SvcState>,
     service_ids: IdPool,
@@ -120,6 +121,7 @@ impl Dataplane {
             tables: take(ebpf, names::TABLES)?,
             backends_map: take(ebpf, names::BACKENDS)?,
             devmap: take(ebpf, names::DEVMAP)?,
+            health_map: take(ebpf, names::HEALTH)?,
             sizes,
             services: BTreeMap::new(),
             service_ids: IdPool::new(sizes.max_services),
@@ -175,7 +177,7 @@ impl Dataplane {
                     backend_ids.insert(id);
                 }
                 // Orphan of a service that is gone: clear it.
-                None => self.write_backend(id, &Backend::default())?,
+                None => self.retire_backend(id)?,
             }
         }
         self.service_ids.adopt(&by_id.keys().copied().collect());
@@ -218,8 +220,7 @@ impl Dataplane {
         }
         self.writes.services += 1;
         for (id, _) in s.backends.values() {
-            self.write_backend(*id, &Backend::default())?;
-            self.backend_ids.release(*id);
+            self.retire_backend(*id)?;
         }
         self.service_ids.release(s.meta.id);
         tracing::info!(service = %addr::service_name(key), "service removed");
@@ -300,8 +301,7 @@ impl Dataplane {
                 .expect("present")
                 .backends
                 .remove(&a);
-            self.write_backend(id, &Backend::default())?;
-            self.backend_ids.release(id);
+            self.retire_backend(id)?;
             tracing::info!(service = %addr::service_name(&d.key), backend = %a, "backend removed");
         }
         Ok(())
@@ -316,7 +316,7 @@ impl Dataplane {
             .zip(&keys)
             .map(|(b, k)| maglev::Entry {
                 key: k,
-                weight: if usable(b) { b.weight } else { 0 },
+                weight: if usable(b) { b.effective } else { 0 },
             })
             .collect();
         maglev::build(&entries, self.sizes.table_size)
@@ -372,6 +372,21 @@ impl Dataplane {
             self.devmap.insert(b.ifindex, b.ifindex, None, 0)?;
         }
         Ok(id)
+    }
+
+    /// Clear a backend's entries and free its id.
+    fn retire_backend(&mut self, id: u32) -> Result<()> {
+        self.write_backend(id, &Backend::default())?;
+        self.write_health(id, &BackendHealth::default())?;
+        self.backend_ids.release(id);
+        Ok(())
+    }
+
+    /// Publish a backend's check status for `lb show` (not read by XDP).
+    pub fn write_health(&mut self, id: u32, h: &BackendHealth) -> Result<()> {
+        self.health_map
+            .set(id, h, 0)
+            .map_err(|e| DataplaneError::Map(names::HEALTH, e))
     }
 
     fn write_backend(&mut self, id: u32, b: &Backend) -> Result<()> {

@@ -37,6 +37,8 @@ fn backend(a: &str, weight: u32, mac: Option<[u8; 6]>) -> DesiredBackend {
         src_mac: LB_MAC,
         mac,
         healthy: true,
+        effective: weight * 1000,
+        warming: false,
     }
 }
 
@@ -412,6 +414,65 @@ fn established_flow_keeps_its_backend_even_when_drained() {
 }
 
 #[test]
+fn flows_on_a_backend_that_goes_down_are_rebalanced() {
+    if !require::root("flows_on_a_backend_that_goes_down_are_rebalanced") {
+        return;
+    }
+    let mut h = harness();
+    let name = "203.0.113.10:80/tcp";
+    let svc = key(name);
+    let two_up = |h: &mut Harness, b2_healthy: bool| {
+        let mut b2 = backend("198.51.100.12", 1, Some(M2));
+        b2.healthy = b2_healthy;
+        if !b2_healthy {
+            b2.effective = 0;
+        }
+        h.dp.apply(&[service(
+            name,
+            vec![backend("198.51.100.11", 1, Some(M1)), b2],
+        )])
+        .unwrap();
+    };
+    two_up(&mut h, true);
+    let b2 =
+        h.dp.backend_id(&svc, "198.51.100.12".parse().unwrap())
+            .unwrap();
+    let sid = h.dp.service_id(&svc).unwrap();
+    // Open 40 flows; the ones on b2 are remembered there.
+    let mut on_b2 = Vec::new();
+    for sport in 42000..42040 {
+        let syn = Frame::tcp("198.51.100.2", sport, "203.0.113.10", 80).build();
+        let (v, out) = h.run(lb_common::names::PROG_LB, &syn).unwrap();
+        assert_eq!(v, XDP_TX);
+        if out[..6] == M2 {
+            on_b2.push(sport);
+        }
+    }
+    assert!(!on_b2.is_empty(), "some of 40 flows land on b2");
+
+    // b2 fails its check: its flows move to b1 (b2 cannot answer them).
+    two_up(&mut h, false);
+    for &sport in &on_b2 {
+        let ack = Frame {
+            tcp_flags: ACK,
+            ..Frame::tcp("198.51.100.2", sport, "203.0.113.10", 80)
+        }
+        .build();
+        let (v, out) = h.run(lb_common::names::PROG_LB, &ack).unwrap();
+        assert_eq!((v, out), (XDP_TX, forwarded(&ack, M1)));
+        let k = flow_key("198.51.100.2", sport, "203.0.113.10", 80);
+        assert_ne!(h.flow(&k).map(|f| f.backend), Some(b2));
+        assert_eq!(h.flow(&k).map(|f| f.service), Some(sid));
+    }
+    // And no new flow reaches it.
+    for sport in 43000..43040 {
+        let syn = Frame::tcp("198.51.100.2", sport, "203.0.113.10", 80).build();
+        let (_, out) = h.run(lb_common::names::PROG_LB, &syn).unwrap();
+        assert_eq!(&out[..6], &M1[..]);
+    }
+}
+
+#[test]
 fn reapplying_the_same_state_writes_nothing() {
     if !require::root("reapplying_the_same_state_writes_nothing") {
         return;
@@ -451,6 +512,7 @@ fn reapplying_the_same_state_writes_nothing() {
     // Changing one weight rewrites exactly one table.
     let mut changed = svc.clone();
     changed[0].backends[1].weight = 3;
+    changed[0].backends[1].effective = 3000;
     h.dp.apply(&changed).unwrap();
     assert_eq!(h.dp.writes.tables, before.tables + 1);
 }

@@ -2,6 +2,7 @@
 //! `ConfigError` naming file:line:column and the fix. Nothing is applied
 //! until a whole file has passed.
 
+mod check;
 mod error;
 mod raw;
 #[cfg(test)]
@@ -12,6 +13,7 @@ use std::{
     net::IpAddr,
     ops::Range,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use lb_common::{
@@ -23,8 +25,12 @@ use lb_common::{
 };
 use toml::Spanned;
 
+pub use check::{Check, HttpProbe, Initial, Probe};
 pub use error::ConfigError;
-use raw::{RawAgent, RawBackend, RawConfig, RawService};
+use raw::{RawAgent, RawBackend, RawCheck, RawConfig, RawService};
+
+/// How often a ramping backend's weight may change the tables.
+pub const DEFAULT_WARMUP_STEP: Duration = Duration::from_secs(1);
 
 /// LVS's weight range (ipvsadm -w).
 pub const MAX_WEIGHT: u32 = 65_535;
@@ -56,6 +62,10 @@ pub struct Service {
     pub scheduler: String,
     pub forward: String,
     pub hash_fields: u8,
+    /// Slow start: a backend that comes up ramps to full weight over this.
+    pub warmup: Duration,
+    /// Tables are rebuilt at most this often while a backend ramps.
+    pub warmup_step: Duration,
     pub backends: Vec<BackendCfg>,
 }
 
@@ -81,6 +91,8 @@ pub struct BackendCfg {
     pub weight: u32,
     /// Egress interface when not the agent's own (XDP_REDIRECT).
     pub interface: Option<String>,
+    /// The service's check with this backend's overrides.
+    pub check: Check,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,10 +334,24 @@ impl Validator<'_> {
             "src-ip+dst-port" => HASH_SRC_IP_DST_PORT,
             _ => HASH_5TUPLE,
         };
+        // The service's own check must be valid even if every backend overrides it.
+        self.check(&RawCheck::merge(s.check.as_ref(), None))?;
+        let warmup = self.duration(&s.warmup, Duration::ZERO, "warmup")?;
+        let warmup_step = self.duration(&s.warmup_step, DEFAULT_WARMUP_STEP, "warmup_step")?;
+        if warmup_step.is_zero() {
+            return Err(self.err(
+                s.warmup_step
+                    .as_ref()
+                    .map(Spanned::span)
+                    .unwrap_or_default(),
+                "warmup_step is zero".into(),
+                "use a positive step, like \"1s\" (the default)",
+            ));
+        }
         let mut backends: Vec<BackendCfg> = Vec::with_capacity(s.backends.len());
         for b in s.backends {
             let span = b.span();
-            let b = self.backend(b.into_inner(), vip)?;
+            let b = self.backend(b.into_inner(), vip, s.check.as_ref())?;
             if backends.iter().any(|o| o.address == b.address) {
                 return Err(self.err(
                     span,
@@ -342,6 +368,8 @@ impl Validator<'_> {
             scheduler,
             forward,
             hash_fields,
+            warmup,
+            warmup_step,
             backends,
         })
     }
@@ -371,7 +399,12 @@ impl Validator<'_> {
         ))
     }
 
-    fn backend(&self, b: RawBackend, vip: IpAddr) -> Result<BackendCfg, ConfigError> {
+    fn backend(
+        &self,
+        b: RawBackend,
+        vip: IpAddr,
+        service_check: Option<&RawCheck>,
+    ) -> Result<BackendCfg, ConfigError> {
         let address = self.ip(&b.address, "backend")?;
         if crate::addr::family(address) != crate::addr::family(vip) {
             return Err(self.err(
@@ -395,6 +428,7 @@ impl Validator<'_> {
             address,
             weight,
             interface: b.interface.map(Spanned::into_inner),
+            check: self.check(&RawCheck::merge(service_check, b.check.as_ref()))?,
         })
     }
 }

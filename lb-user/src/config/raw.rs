@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use super::check::RawCheck;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -33,6 +35,10 @@ pub struct RawService {
     pub scheduler: Option<Spanned<String>>,
     pub forward: Option<Spanned<String>>,
     pub hash: Option<Spanned<String>>,
+    pub check: Option<RawCheck>,
+    /// Slow start for a backend that joins or recovers, e.g. "30s".
+    pub warmup: Option<Spanned<String>>,
+    pub warmup_step: Option<Spanned<String>>,
     #[serde(default)]
     pub backends: Vec<Spanned<RawBackend>>,
 }
@@ -43,4 +49,5 @@ pub struct RawBackend {
     pub address: Spanned<String>,
     pub weight: Option<Spanned<i64>>,
     pub interface: Option<Spanned<String>>,
+    pub check: Option<RawCheck>,
 }

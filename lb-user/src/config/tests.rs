@@ -1,5 +1,7 @@
 use std::path::Path;
 
+use std::time::Duration;
+
 use super::*;
 
 const GOOD: &str = r#"
@@ -147,4 +149,161 @@ fn other_values_are_checked() {
     let e = parse("[agent]\n").unwrap_err();
     assert_eq!(e.line, 1);
     assert!(e.message.contains("interface"));
+}
+
+/// GOOD's first service with `check` (a TOML inline table body) and one
+/// backend override; the check line is line 9.
+fn with_check(check: &str, override_: &str) -> String {
+    format!(
+        "[agent]\ninterface = \"eth0\"\n\n[[service]]\nvip = \"203.0.113.10\"\nport = 80\nwarmup = \"30s\"\nwarmup_step = \"500ms\"\ncheck = {{ {check} }}\nbackends = [\n  {{ address = \"198.51.100.11\" }},\n  {{ address = \"198.51.100.12\", check = {{ {override_} }} }},\n]\n"
+    )
+}
+
+#[test]
+fn checks_parse_merge_and_default() {
+    let c = parse(&with_check(
+        r#"kind = "http", path = "/healthz", expect_status = [200, 204], expect_body = "ok", interval = "1s", timeout = "300ms", retries = 2, retry_delay = "200ms", rise = 3"#,
+        r#"expect_status = 503, initial = "up""#,
+    ))
+    .unwrap();
+    let s = &c.services[0];
+    assert_eq!(s.warmup, Duration::from_secs(30));
+    assert_eq!(s.warmup_step, Duration::from_millis(500));
+    let b1 = &s.backends[0].check;
+    let Probe::Http(h) = &b1.probe else {
+        panic!("{b1:?}")
+    };
+    assert_eq!(h.path, "/healthz");
+    assert_eq!(h.expect_status, vec![200, 204]);
+    assert_eq!(h.expect_body.as_deref(), Some("ok"));
+    assert!(!h.tls && h.tls_verify);
+    assert_eq!(
+        (b1.interval, b1.timeout, b1.retries, b1.retry_delay, b1.rise),
+        (
+            Duration::from_secs(1),
+            Duration::from_millis(300),
+            2,
+            Duration::from_millis(200),
+            3
+        )
+    );
+    assert_eq!(b1.initial, Initial::Down);
+    // The override changes its keys and inherits the rest.
+    let b2 = &s.backends[1].check;
+    let Probe::Http(h2) = &b2.probe else {
+        panic!("{b2:?}")
+    };
+    assert_eq!(h2.expect_status, vec![503]);
+    assert_eq!(h2.path, "/healthz");
+    assert_eq!(b2.initial, Initial::Up);
+    assert_eq!(b2.retries, 2);
+
+    // Another kind keeps only the timing.
+    let c = parse(&with_check(
+        r#"kind = "http", path = "/healthz", interval = "1s", timeout = "300ms""#,
+        r#"kind = "script", command = ["/bin/true"]"#,
+    ))
+    .unwrap();
+    let b2 = &c.services[0].backends[1].check;
+    assert_eq!(
+        b2.probe,
+        Probe::Script {
+            command: vec!["/bin/true".into()]
+        }
+    );
+    assert_eq!(b2.timeout, Duration::from_millis(300));
+
+    // No check at all: always up, from the start.
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.services[0].backends[0].check, Check::default());
+    assert_eq!(c.services[0].warmup, Duration::ZERO);
+}
+
+#[test]
+fn check_errors_point_at_the_value() {
+    let e = err_at(
+        &with_check(r#"kind = "ping""#, ""),
+        9,
+        18,
+        "unknown check kind \"ping\"",
+    );
+    assert!(
+        e.hint.contains("\"http\", \"tcp\", \"script\", \"none\""),
+        "{e}"
+    );
+    err_at(
+        &with_check(r#"kind = "tcp", interval = "0s""#, ""),
+        9,
+        36,
+        "interval is zero",
+    );
+    let e = err_at(
+        &with_check(r#"kind = "tcp", interval = "1s", timeout = "3s""#, ""),
+        9,
+        52,
+        "timeout 3s is longer than its interval 1s",
+    );
+    assert!(e.hint.contains("lower timeout"), "{e}");
+    err_at(
+        &with_check(r#"kind = "http", path = """#, ""),
+        9,
+        33,
+        "empty check path",
+    );
+    err_at(
+        &with_check(r#"kind = "http", expect_status = 600"#, ""),
+        9,
+        42,
+        "status 600 is outside 100-599",
+    );
+    err_at(
+        &with_check(r#"kind = "http", expect_status = [200, 99]"#, ""),
+        9,
+        42,
+        "status 99 is outside 100-599",
+    );
+    err_at(
+        &with_check(r#"kind = "tcp", interval = "soon""#, ""),
+        9,
+        36,
+        "bad interval \"soon\"",
+    );
+    err_at(
+        &with_check(r#"kind = "tcp", path = "/""#, ""),
+        9,
+        32,
+        "path does not apply to a tcp check",
+    );
+    err_at(
+        &with_check(r#"kind = "script""#, ""),
+        9,
+        18,
+        "needs a command",
+    );
+    err_at(
+        &with_check(r#"kind = "tcp", retries = 0"#, ""),
+        9,
+        35,
+        "retries 0 is out of range",
+    );
+    // An override is validated too, and pointed at.
+    err_at(
+        &with_check(r#"kind = "http""#, r#"expect_status = 42"#),
+        12,
+        58,
+        "status 42",
+    );
+    err_at(
+        &with_check(r#"kind = "tcp""#, r#"port = 0"#),
+        12,
+        49,
+        "check port 0",
+    );
+    err_at(
+        &with_check(r#"kind = "tcp""#, "")
+            .replace("warmup_step = \"500ms\"", "warmup_step = \"0s\""),
+        8,
+        15,
+        "warmup_step is zero",
+    );
 }

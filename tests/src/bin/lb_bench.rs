@@ -58,6 +58,8 @@ fn main() -> Result<()> {
             src_mac: LB_MAC,
             mac: Some([2, 0, 0, 0, 0, 0x11 + i as u8]),
             healthy: true,
+            effective: (1 + i % 3) * 1000,
+            warming: false,
         })
         .collect();
     h.dp.apply(&[DesiredService {
