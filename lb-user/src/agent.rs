@@ -216,6 +216,9 @@ impl Agent {
 
     fn sync(&mut self) {
         let desired = plan::desired(&self.cfg, &self.host, Instant::now());
+        // Health first: whoever sees a backend's new state in the maps also
+        // sees why (a table rewrite can take a while).
+        self.board.publish(&mut self.dp, &self.cfg, &desired);
         if desired != self.last {
             match self.dp.apply(&desired) {
                 Ok(()) => self.last = desired,

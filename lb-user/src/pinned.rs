@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use lb_common::{
-    BACKEND_CONFIGURED, Backend, Counter, FlowKey, FlowValue, Reason, ServiceKey, ServiceMeta,
-    names,
+    BACKEND_CONFIGURED, Backend, BackendHealth, Counter, FlowKey, FlowValue, Reason, ServiceKey,
+    ServiceMeta, names,
 };
 use thiserror::Error;
 
@@ -31,6 +31,8 @@ pub struct Pinned {
     reasons: PerCpuArray<MapData, u64>,
     service_stats: PerCpuArray<MapData, Counter>,
     backend_stats: PerCpuArray<MapData, Counter>,
+    /// Absent in pins left by an agent older than health checks.
+    health: Option<Array<MapData, BackendHealth>>,
 }
 
 fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &'static str) -> Result<T> {
@@ -60,6 +62,7 @@ impl Pinned {
             reasons: open(dir, names::REASON_STATS)?,
             service_stats: open(dir, names::SERVICE_STATS)?,
             backend_stats: open(dir, names::BACKEND_STATS)?,
+            health: open(dir, names::HEALTH).ok(),
         })
     }
 
@@ -127,6 +130,11 @@ impl Pinned {
             .get(&id, 0)
             .map(|v| sum(v.iter().copied()))
             .unwrap_or_default()
+    }
+
+    /// Check status of backend `id`, if the agent published one.
+    pub fn health(&self, id: u32) -> Option<BackendHealth> {
+        self.health.as_ref()?.get(&id, 0).ok()
     }
 
     pub fn backend_stats(&self, id: u32) -> Counter {

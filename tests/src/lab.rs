@@ -109,21 +109,62 @@ impl Lab {
         lab.build()?;
         let backends = lab.spec.backends.clone();
         for b in &backends {
-            let mut cmd = Command::new(http_bin);
-            cmd.args([
-                "--name",
-                &b.name,
-                "--listen",
-                "0.0.0.0:80",
-                "--listen",
-                "[::]:80",
-            ]);
-            lab.spawn(&b.name, &b.name, cmd)?;
+            lab.spawn_backend(http_bin, &b.name)?;
         }
         for b in &backends {
             lab.wait_listening(&b.name, &format!("{}:80", Self::backend_addr(b)))?;
         }
         Ok(lab)
+    }
+
+    /// Start backend `name`'s HTTP server (port 80, IPv4 and IPv6).
+    fn spawn_backend(&mut self, http_bin: &Path, name: &str) -> Result<()> {
+        let mut cmd = Command::new(http_bin);
+        cmd.args([
+            "--name",
+            name,
+            "--listen",
+            "0.0.0.0:80",
+            "--listen",
+            "[::]:80",
+        ])
+        .arg("--control")
+        .arg(self.health_file(name));
+        self.spawn(name, name, cmd)
+    }
+
+    /// The file backend `name`'s /healthz obeys (see lab-http).
+    pub fn health_file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.health"))
+    }
+
+    /// Make backend `name`'s /healthz answer `mode`: "ok", a status code,
+    /// "hang" or "sick".
+    pub fn set_health(&self, name: &str, mode: &str) -> Result<()> {
+        Ok(fs::write(self.health_file(name), mode)?)
+    }
+
+    /// Kill backend `name`'s server (SIGKILL): its port refuses connections.
+    pub fn stop_backend(&mut self, name: &str) -> Result<()> {
+        self.signal(name, libc::SIGKILL)?;
+        if !self.wait_exit(name, Duration::from_secs(5)) {
+            bail!("{name} did not exit");
+        }
+        self.children.retain(|(n, _)| n != name);
+        Ok(())
+    }
+
+    /// Start backend `name`'s server again and wait until it listens.
+    pub fn start_backend(&mut self, name: &str) -> Result<()> {
+        let b = self
+            .spec
+            .backends
+            .iter()
+            .find(|b| b.name == name)
+            .cloned()
+            .with_context(|| format!("no backend {name}"))?;
+        self.spawn_backend(&bin("LAB_HTTP_BIN", "lab-http")?, name)?;
+        self.wait_listening(name, &format!("{}:80", Self::backend_addr(&b)))
     }
 
     fn build(&mut self) -> Result<()> {
@@ -239,11 +280,16 @@ impl Lab {
 
     /// The lab's default service: the VIP on port 80 over every backend.
     pub fn default_services(&self) -> String {
+        self.services_with("")
+    }
+
+    /// The default services with `extra` lines (e.g. a `check`) in each.
+    pub fn services_with(&self, extra: &str) -> String {
         let mut s = String::new();
         for vip in [VIP4, VIP6] {
             let _ = writeln!(
                 s,
-                "[[service]]\nvip = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\nbackends = ["
+                "[[service]]\nvip = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\n{extra}\nbackends = ["
             );
             for b in &self.spec.backends {
                 let a = if vip == VIP4 {
@@ -446,8 +492,17 @@ pub fn serving(spec: LabSpec) -> Result<(Lab, PathBuf)> {
 
 /// `serving`, with extra `lb run` arguments.
 pub fn serving_with(spec: LabSpec, extra: &[&str]) -> Result<(Lab, PathBuf)> {
+    serving_config(spec, Lab::default_services, extra)
+}
+
+/// `serving`, with the services `services(lab)` writes and extra `lb run` arguments.
+pub fn serving_config(
+    spec: LabSpec,
+    services: impl FnOnce(&Lab) -> String,
+    extra: &[&str],
+) -> Result<(Lab, PathBuf)> {
     let mut lab = Lab::up(spec, &bin("LAB_HTTP_BIN", "lab-http")?, false)?;
-    let cfg = lab.write_config("lb1", &lab.default_services())?;
+    let cfg = lab.write_config("lb1", &services(&lab))?;
     lab.start_agent_as("lb1", "lb1", &bin("LB_BIN", "lb")?, &cfg, extra)?;
     let vip: std::net::SocketAddr = format!("{VIP4}:80").parse()?;
     let ok = netns::in_ns(&lab.ns("c"), move || {
@@ -494,5 +549,64 @@ impl Lab {
             .nth(1)
             .map(str::to_string)
             .with_context(|| format!("no MAC in {text:?}"))
+    }
+}
+
+/// `lb show ARGS --json`, parsed.
+pub fn lb_show(args: &[&str]) -> Result<serde_json::Value> {
+    let out = Command::new(bin("LB_BIN", "lb")?)
+        .arg("show")
+        .args(args)
+        .arg("--json")
+        .output()?;
+    if !out.status.success() {
+        bail!("lb show {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+impl Lab {
+    /// `lb show backends` of balancer `role`: backend address -> its JSON, for `service`.
+    pub fn backends(
+        &self,
+        role: &str,
+        service: &str,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
+        let dir = self.pin_dir(role);
+        let v = lb_show(&["backends", "--pin-dir", dir.to_str().unwrap_or_default()])?;
+        Ok(v["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["service"] == service)
+            .map(|b| (b["address"].as_str().unwrap_or("").to_string(), b.clone()))
+            .collect())
+    }
+
+    /// Wait until backend `addr` of `service` on `role` is in `state`;
+    /// returns its JSON then.
+    pub fn wait_backend(
+        &self,
+        role: &str,
+        service: &str,
+        addr: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < deadline {
+            if let Some(b) = self.backends(role, service)?.remove(addr) {
+                if b["state"] == state {
+                    return Ok(b);
+                }
+                last = b;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        bail!(
+            "{addr} of {service} not {state} within {timeout:?}; last seen {last:#}; log:\n{}",
+            self.log(role)
+        )
     }
 }

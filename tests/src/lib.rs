@@ -8,3 +8,4 @@ pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod require;
+pub mod traffic;

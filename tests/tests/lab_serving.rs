@@ -236,18 +236,7 @@ fn bad_config_on_reload_is_rejected_and_the_old_one_keeps_serving() {
 }
 
 fn lb_show(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(lab::bin("LB_BIN", "lb").unwrap())
-        .arg("show")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lb show {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    lab::lb_show(args).unwrap()
 }
 
 #[test]

@@ -2,7 +2,10 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use crate::{addr, config::Config};
+use crate::{
+    addr,
+    config::{Check, Config, Initial, Probe},
+};
 
 pub fn run(path: &Path) -> anyhow::Result<bool> {
     match Config::load(path) {
@@ -60,11 +63,61 @@ pub fn plan_text(cfg: &Config) -> String {
             };
             let _ = writeln!(
                 s,
-                "  -> {:<40} weight {:>5} ({share:5.1}%){via}{drain}",
+                "  -> {:<40} weight {:>5} ({share:5.1}%){via}{drain}; check {}",
                 addr::socket(b.address, svc.port),
-                b.weight
+                b.weight,
+                check_text(&b.check)
+            );
+        }
+        if !svc.warmup.is_zero() {
+            let _ = writeln!(
+                s,
+                "  warmup {} in steps of {}: a backend that comes up ramps from 0 to its weight",
+                humantime::format_duration(svc.warmup),
+                humantime::format_duration(svc.warmup_step)
             );
         }
     }
     s
+}
+
+/// One line a person can check against what they meant.
+fn check_text(c: &Check) -> String {
+    let what = match &c.probe {
+        Probe::None => return "none (always up)".into(),
+        Probe::Http(h) => {
+            let mut w = format!("{} GET {}", if h.tls { "https" } else { "http" }, h.path);
+            if let Some(p) = h.port {
+                let _ = write!(w, " port {p}");
+            }
+            if let Some(host) = &h.host {
+                let _ = write!(w, " Host {host}");
+            }
+            let _ = write!(w, " expect {:?}", h.expect_status);
+            if let Some(b) = &h.expect_body {
+                let _ = write!(w, " body contains {b:?}");
+            }
+            if h.tls && !h.tls_verify {
+                w.push_str(" (certificate not verified)");
+            }
+            w
+        }
+        Probe::Tcp { port } => match port {
+            Some(p) => format!("tcp connect port {p}"),
+            None => "tcp connect".into(),
+        },
+        Probe::Script { command } => format!("script {command:?}"),
+    };
+    format!(
+        "{what}, every {}, timeout {}, down after {} failures {} apart, up after {} passes, starts {}",
+        humantime::format_duration(c.interval),
+        humantime::format_duration(c.timeout),
+        c.retries,
+        humantime::format_duration(c.retry_delay),
+        c.rise,
+        match c.initial {
+            Initial::Up => "up",
+            Initial::Down => "down",
+        }
+    )
 }

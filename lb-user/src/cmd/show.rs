@@ -4,7 +4,12 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::{Result, bail};
-use lb_common::{Backend, NO_BACKEND, Reason, ServiceKey, ServiceMeta};
+use lb_common::{
+    Backend, BackendHealth, NO_BACKEND, Reason, ServiceKey, ServiceMeta,
+    health::{
+        CHECK_HTTP, CHECK_NONE, CHECK_SCRIPT, CHECK_TCP, HEALTH_DOWN, HEALTH_UNKNOWN, HEALTH_UP,
+    },
+};
 use serde_json::{Value, json};
 
 use crate::{addr, pinned::Pinned};
@@ -94,15 +99,74 @@ fn services(p: &Pinned) -> Result<(String, Value)> {
     Ok((s, json!({ "services": out })))
 }
 
+/// A backend in one word, health included: up, warming, drain, starting
+/// (not checked yet), down, no-mac.
+pub fn backend_state(b: &Backend, h: Option<&BackendHealth>) -> &'static str {
+    match (state(b), h) {
+        ("up", Some(h)) if h.warming != 0 => "warming",
+        ("down", Some(h)) if h.state == HEALTH_UNKNOWN => "starting",
+        (s, _) => s,
+    }
+}
+
+fn check_name(kind: u8) -> &'static str {
+    match kind {
+        CHECK_HTTP => "http",
+        CHECK_TCP => "tcp",
+        CHECK_SCRIPT => "script",
+        _ => "none",
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// "1.5s ago", or "-" for never.
+fn ago(ms: u64, now: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let d = now.saturating_sub(ms);
+    if d < 10_000 {
+        format!("{:.1}s ago", d as f64 / 1000.0)
+    } else {
+        format!("{}s ago", d / 1000)
+    }
+}
+
+/// An effective weight in thousandths, as a person reads it.
+fn milli(w: u32) -> String {
+    if w % 1000 == 0 {
+        (w / 1000).to_string()
+    } else {
+        format!("{:.2}", w as f64 / 1000.0)
+    }
+}
+
 fn backends(p: &Pinned) -> Result<(String, Value)> {
+    let now = now_ms();
     let mut s = format!(
         "{:<5} {:<28} {:<9}\n",
         "Prot", "LocalAddress:Port", "Scheduler"
     );
     let _ = writeln!(
         s,
-        "  -> {:<36} {:>6} {:<7} {:<17} {:>10} {:>12}",
-        "RemoteAddress:Port", "Weight", "State", "MAC", "Packets", "Bytes"
+        "  -> {:<30} {:>6} {:>8} {:<8} {:<6} {:>10} {:>8} {:>7} {:<17} {:>10} {:>12}  {}",
+        "RemoteAddress:Port",
+        "Weight",
+        "EffWght",
+        "State",
+        "Check",
+        "LastCheck",
+        "RTT",
+        "Ok/Fail",
+        "MAC",
+        "Packets",
+        "Bytes",
+        "LastError"
     );
     let mut out = Vec::new();
     for (k, m) in p.services()? {
@@ -116,25 +180,73 @@ fn backends(p: &Pinned) -> Result<(String, Value)> {
         for (id, b) in p.backends(m.id)? {
             let a = addr::from_bytes(&b.addr, b.family);
             let st = p.backend_stats(id);
-            let mac = if state(&b) == "no-mac" {
+            let h = p.health(id).filter(|h| *h != BackendHealth::default());
+            let state = backend_state(&b, h.as_ref());
+            let mac = if state == "no-mac" {
                 "-".to_string()
             } else {
                 addr::mac(&b.mac)
             };
+            let hh = h.unwrap_or_default();
+            let effective = if h.is_some() {
+                hh.effective_milli
+            } else {
+                b.weight * 1000
+            };
+            let checked = hh.kind != CHECK_NONE;
+            // The last error matters while it is current.
+            let error = if hh.consecutive_fail > 0 || hh.state == HEALTH_DOWN {
+                hh.error()
+            } else {
+                ""
+            };
             let _ = writeln!(
                 s,
-                "  -> {:<36} {:>6} {:<7} {:<17} {:>10} {:>12}",
+                "  -> {:<30} {:>6} {:>8} {:<8} {:<6} {:>10} {:>8} {:>7} {:<17} {:>10} {:>12}  {}",
                 addr::socket(a, k.port),
                 b.weight,
-                state(&b),
+                milli(effective),
+                state,
+                check_name(hh.kind),
+                if checked {
+                    ago(hh.last_check_ms, now)
+                } else {
+                    "-".into()
+                },
+                if checked && hh.checks > 0 {
+                    format!("{:.1}ms", hh.rtt_us as f64 / 1000.0)
+                } else {
+                    "-".into()
+                },
+                if checked {
+                    format!("{}/{}", hh.consecutive_ok, hh.consecutive_fail)
+                } else {
+                    "-".into()
+                },
                 mac,
                 st.packets,
-                st.bytes
+                st.bytes,
+                error
             );
+            let health = h.map(|h| json!({
+                "check": check_name(h.kind),
+                "state": match h.state { HEALTH_UP => "up", HEALTH_DOWN => "down", _ => "unknown" },
+                "warming": h.warming != 0,
+                "last_check_unix_ms": h.last_check_ms,
+                "last_change_unix_ms": h.last_change_ms,
+                "rtt_us": h.rtt_us,
+                "consecutive_ok": h.consecutive_ok,
+                "consecutive_fail": h.consecutive_fail,
+                "checks": h.checks,
+                "transitions": h.transitions,
+                "last_error": if h.error().is_empty() { Value::Null } else { json!(h.error()) },
+            }));
             out.push(json!({
                 "service": addr::service_name(&k), "id": id, "address": a.to_string(), "weight": b.weight,
-                "state": state(&b), "mac": if state(&b) == "no-mac" { Value::Null } else { json!(mac) },
+                "effective_weight": effective as f64 / 1000.0,
+                "state": state, "mac": if state == "no-mac" { Value::Null } else { json!(mac) },
                 "ifindex": b.ifindex, "packets": st.packets, "bytes": st.bytes,
+                "health": health.unwrap_or(Value::Null),
             }));
         }
     }
@@ -204,10 +316,17 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
         *count.entry(*e).or_default() += 1;
     }
     let backends = p.backends(meta.id)?;
+    // What the table was built from: effective weights (warmup), in thousandths.
+    let eff = |id: u32, b: &Backend| -> u64 {
+        match p.health(id).filter(|h| *h != BackendHealth::default()) {
+            Some(h) => h.effective_milli as u64,
+            None => b.weight as u64 * 1000,
+        }
+    };
     let total_weight: u64 = backends
         .iter()
         .filter(|(_, b)| state(b) == "up")
-        .map(|(_, b)| b.weight as u64)
+        .map(|(id, b)| eff(*id, b))
         .sum();
     let m = meta.table_size as f64;
     let mut s = format!(
@@ -226,7 +345,7 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
     for (id, b) in &backends {
         let n = count.get(id).copied().unwrap_or(0);
         let wanted = if state(b) == "up" && total_weight > 0 {
-            100.0 * b.weight as f64 / total_weight as f64
+            100.0 * eff(*id, b) as f64 / total_weight as f64
         } else {
             0.0
         };

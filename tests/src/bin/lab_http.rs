@@ -1,6 +1,10 @@
 //! The lab's backend: a small HTTP/1.1 server that answers every request with
 //! its own name, so a client can see which backend served it. Keep-alive is
 //! supported, so one connection can make many requests.
+//!
+//! `/healthz` answers "healthy" unless the `--control` file (re-read on every
+//! request) says otherwise: a status code such as `500`, `hang` (accept, read,
+//! never answer), or `sick` (200 with a body lacking "healthy").
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -11,13 +15,17 @@ use std::{
 fn main() {
     let mut name = String::from("backend");
     let mut listen = Vec::new();
+    let mut control: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--name" => name = args.next().expect("--name NAME"),
             "--listen" => listen.push(args.next().expect("--listen ADDR:PORT")),
+            "--control" => control = Some(args.next().expect("--control FILE")),
             _ => {
-                eprintln!("usage: lab-http --name NAME --listen ADDR:PORT [--listen ...]");
+                eprintln!(
+                    "usage: lab-http --name NAME --listen ADDR:PORT [--listen ...] [--control FILE]"
+                );
                 std::process::exit(2);
             }
         }
@@ -29,11 +37,13 @@ fn main() {
     for addr in listen {
         let l = listen_on(&addr);
         let name = name.clone();
+        let control = control.clone();
         eprintln!("lab-http {name}: listening on {addr}");
         handles.push(thread::spawn(move || {
             for conn in l.incoming().flatten() {
                 let name = name.clone();
-                thread::spawn(move || serve(conn, &name));
+                let control = control.clone();
+                thread::spawn(move || serve(conn, &name, control.as_deref()));
             }
         }));
     }
@@ -71,7 +81,15 @@ fn listen_on(addr: &str) -> TcpListener {
     }
 }
 
-fn serve(conn: TcpStream, name: &str) {
+/// What /healthz should do now.
+fn health_mode(control: Option<&str>) -> String {
+    control
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn serve(conn: TcpStream, name: &str, control: Option<&str>) {
     let mut out = match conn.try_clone() {
         Ok(c) => c,
         Err(_) => return,
@@ -96,9 +114,23 @@ fn serve(conn: TcpStream, name: &str) {
                 break;
             }
         }
-        let body = format!("{name}\n");
+        let health = line.split_whitespace().nth(1) == Some("/healthz");
+        let (status, body) = if health {
+            match health_mode(control).as_str() {
+                "" | "ok" => ("200 OK".to_string(), "healthy\n".to_string()),
+                "sick" => ("200 OK".into(), "sick\n".into()),
+                "hang" => {
+                    // Bounded, so a forgotten check never pins a thread forever.
+                    thread::sleep(std::time::Duration::from_secs(120));
+                    return;
+                }
+                code => (format!("{code} Lab"), "failing\n".into()),
+            }
+        } else {
+            ("200 OK".into(), format!("{name}\n"))
+        };
         let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
             body.len(),
             if close { "close" } else { "keep-alive" }
         );
