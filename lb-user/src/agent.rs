@@ -72,7 +72,20 @@ pub async fn run(opts: Options) -> Result<()> {
     loop {
         let ramp = plan::next_warmup_step(&a.cfg, &a.host, Instant::now());
         tokio::select! {
-            Some(r) = reports.recv() => a.on_report(r),
+            Some(r) = reports.recv() => {
+                // Take every report already queued, then rewrite the maps
+                // once: a thousand backends coming up is one table build.
+                let mut changed = a.on_report(r);
+                for _ in 0..REPORT_QUEUE {
+                    match reports.try_recv() {
+                        Ok(r) => changed |= a.on_report(r),
+                        Err(_) => break,
+                    }
+                }
+                if changed {
+                    a.sync();
+                }
+            }
             _ = sleep_until(ramp), if ramp.is_some() => a.sync(),
             _ = tick.tick() => {
                 refresh_host(&net, &a.cfg, &mut a.host).await;
@@ -164,10 +177,25 @@ impl Agent {
                 }
             }
         }
+        // A backend that served without a check and gains one stays up until
+        // the new check says otherwise.
+        let unchecked_before: HashSet<Key> = old
+            .into_iter()
+            .flat_map(|o| &o.services)
+            .flat_map(|s| {
+                s.backends
+                    .iter()
+                    .filter(|b| b.check.probe == Probe::None)
+                    .map(move |b| (s.key(), b.address))
+            })
+            .collect();
         let health = &self.host.health;
-        let started = self
-            .checks
-            .sync(&self.cfg, |k| health.get(k).map(|h| h.status));
+        let started = self.checks.sync(&self.cfg, |k| {
+            health
+                .get(k)
+                .map(|h| h.status)
+                .or_else(|| unchecked_before.contains(k).then_some(Status::Up))
+        });
         for (key, status) in started {
             let probe = self
                 .cfg
@@ -185,32 +213,37 @@ impl Agent {
         }
     }
 
-    fn on_report(&mut self, r: Report) {
+    /// Record one check result; true when the backend changed state (the
+    /// caller then syncs the maps).
+    fn on_report(&mut self, r: Report) -> bool {
         let Some(h) = self.host.health.get_mut(&r.key) else {
-            return; // a report from a task stopped by a reload
+            return false; // a report from a task stopped by a reload
         };
         self.board.on_report(&r);
-        let service = crate::addr::service_name(&r.key.0);
-        let reason = r.error.as_ref().map(ToString::to_string);
+        let service = || crate::addr::service_name(&r.key.0);
+        let reason = || {
+            r.error
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string)
+        };
         if r.changed {
             h.status = r.status;
             h.up_since = r.status.is_up().then(Instant::now);
             match r.status {
                 Status::Up => {
-                    tracing::info!(%service, backend = %r.key.1, passes = r.ok, rtt_ms = r.rtt.as_millis() as u64, "backend up")
+                    tracing::info!(service = %service(), backend = %r.key.1, passes = r.ok, rtt_ms = r.rtt.as_millis() as u64, "backend up")
                 }
                 _ => {
-                    tracing::warn!(%service, backend = %r.key.1, reason = reason.as_deref().unwrap_or("?"), failures = r.fail, "backend down")
+                    tracing::warn!(service = %service(), backend = %r.key.1, reason = %reason(), failures = r.fail, "backend down")
                 }
             }
-            self.sync();
+            true
         } else {
-            if let Some(reason) = &reason
-                && r.status.is_up()
-            {
-                tracing::info!(%service, backend = %r.key.1, %reason, failures = r.fail, "check failed, retrying");
+            if r.error.is_some() && r.status.is_up() {
+                tracing::info!(service = %service(), backend = %r.key.1, reason = %reason(), failures = r.fail, "check failed, retrying");
             }
             self.board.publish_one(&mut self.dp, r.key);
+            false
         }
     }
 

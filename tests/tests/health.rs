@@ -337,3 +337,37 @@ fn script_check_follows_exit_codes_and_a_hanging_script_is_killed() {
         "the script ran at least twice: {listed:?}"
     );
 }
+
+#[test]
+fn adding_a_check_by_reload_keeps_serving_backends_in_and_catches_a_bad_one() {
+    let name = "adding_a_check_by_reload_keeps_serving_backends_in_and_catches_a_bad_one";
+    if skip(name, &["ethtool"]) {
+        return;
+    }
+    let lab = lab_with("");
+    lab.set_health("b2", "503").unwrap();
+    let traffic = Traffic::start(
+        &lab.ns("c"),
+        vip(),
+        Duration::from_millis(20),
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    lab.write_config("lb1", &lab.services_with(HTTP_CHECK))
+        .unwrap();
+    lab.signal("lb1", libc::SIGHUP).unwrap();
+    let down = lab
+        .wait_backend("lb1", SVC, B2, "down", WINDOW + Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(down["health"]["last_error"], "status 503");
+    // b1 and b3 were never out: no "starting" state, no failed request.
+    for b in [B1, B3] {
+        let s = &lab.backends("lb1", SVC).unwrap()[b];
+        assert_eq!(s["state"], "up", "{s:#}");
+        assert_eq!(s["health"]["transitions"], 0, "{s:#}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let samples = traffic.stop();
+    let failed: Vec<_> = samples.iter().filter(|s| s.result.is_err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+}

