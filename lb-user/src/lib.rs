@@ -12,3 +12,4 @@ pub mod neigh;
 pub mod pinned;
 pub mod plan;
 pub mod status;
+pub mod vrrp;
