@@ -10,8 +10,10 @@ pub mod health;
 pub mod names;
 pub mod stats;
 pub mod types;
+pub mod vrrp;
 
 pub use hash::flow_hash;
 pub use health::BackendHealth;
 pub use stats::Reason;
 pub use types::*;
+pub use vrrp::VrrpStatus;

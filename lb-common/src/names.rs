@@ -20,8 +20,11 @@ pub const BACKEND_STATS: &str = "BACKEND_STATS";
 /// Backend id -> BackendHealth: check results for `lb show` (agent-only).
 pub const HEALTH: &str = "HEALTH";
 
+/// Instance slot -> VrrpStatus, for `lb show vrrp` (agent-only).
+pub const VRRP: &str = "VRRP";
+
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 10] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -31,6 +34,7 @@ pub const ALL_MAPS: [&str; 9] = [
     SERVICE_STATS,
     BACKEND_STATS,
     HEALTH,
+    VRRP,
 ];
 
 /// The XDP entry point.

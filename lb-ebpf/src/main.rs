@@ -32,13 +32,14 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Never loaded: it names the user-space-only HEALTH map so the linker keeps
-/// it in the object, where the loader creates and pins it with the others.
+/// Never loaded: it names the user-space-only maps (HEALTH, VRRP) so the
+/// linker keeps them in the object, where the loader creates and pins them
+/// with the others.
 #[xdp]
-pub fn keep_health_map(_ctx: XdpContext) -> u32 {
-    match maps::HEALTH.get(0) {
-        Some(_) => xdp_action::XDP_PASS,
-        None => xdp_action::XDP_ABORTED,
+pub fn keep_user_maps(_ctx: XdpContext) -> u32 {
+    match (maps::HEALTH.get(0), maps::VRRP.get(0)) {
+        (Some(_), Some(_)) => xdp_action::XDP_PASS,
+        _ => xdp_action::XDP_ABORTED,
     }
 }
 

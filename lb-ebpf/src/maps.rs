@@ -5,9 +5,10 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendHealth, Counter, FlowKey, FlowValue, ServiceKey, ServiceMeta,
+    Backend, BackendHealth, Counter, FlowKey, FlowValue, ServiceKey, ServiceMeta, VrrpStatus,
     names::{DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_TABLE_SIZE},
     stats::REASON_COUNT,
+    vrrp::MAX_VRRP,
 };
 
 #[map]
@@ -39,3 +40,7 @@ pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(DEFAULT_MAX
 // in the object so it is created, sized and pinned with the others.
 #[map]
 pub static HEALTH: Array<BackendHealth> = Array::pinned(DEFAULT_MAX_BACKENDS, 0);
+
+// User space only as well: VRRP instance status for `lb show vrrp`.
+#[map]
+pub static VRRP: Array<VrrpStatus> = Array::pinned(MAX_VRRP, 0);

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{mpsc, watch},
 };
 
 use crate::{
@@ -22,6 +22,7 @@ use crate::{
     neigh::Net,
     plan::{self, DesiredService, Health, HostView},
     status::Board,
+    vrrp_run,
 };
 
 /// How often neighbour state is re-read; also the fastest a new backend's MAC is picked up.
@@ -60,8 +61,21 @@ pub async fn run(opts: Options) -> Result<()> {
         last: Vec::new(),
         checks: Supervisor::new(tx),
         board: Board::default(),
+        down_services: None,
     };
     a.start_checks(None);
+    let (down_tx, down_rx) = watch::channel(BTreeSet::new());
+    a.down_services = Some(down_tx);
+    refresh_host(&net, &a.cfg, &mut a.host).await;
+    a.sync();
+    let vrrp = match vrrp_run::start(&mut bpf, &net, &a.cfg, down_rx).await {
+        Ok(v) => v,
+        Err(e) => {
+            drop(a);
+            teardown(link, &pin_dir, opts.keep_pinned, "");
+            return Err(e.context("starting VRRP"));
+        }
+    };
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -110,17 +124,24 @@ pub async fn run(opts: Options) -> Result<()> {
         }
     }
     let interface = a.cfg.agent.interface.clone();
+    // VRRP first: a master hands over (priority 0) while it still forwards.
+    vrrp_run::stop(vrrp).await;
     drop(a);
-    if opts.keep_pinned {
+    teardown(link, &pin_dir, opts.keep_pinned, &interface);
+    Ok(())
+}
+
+/// Detach and unpin, unless told to keep both.
+fn teardown(link: aya::programs::links::PinnedLink, pin_dir: &Path, keep: bool, interface: &str) {
+    if keep {
         tracing::info!(pin_dir = %pin_dir.display(), "stopping; XDP program and maps stay pinned (--keep-pinned)");
         drop(link);
     } else {
         // Unpinning and closing the last fd of the link detaches the program.
         let _ = link.unpin();
-        ebpf::unpin_all(&pin_dir);
-        tracing::info!(interface = %interface, "stopped; XDP program detached, pins removed");
+        ebpf::unpin_all(pin_dir);
+        tracing::info!(%interface, "stopped; XDP program detached, pins removed");
     }
-    Ok(())
 }
 
 async fn sleep_until(t: Option<Instant>) {
@@ -138,6 +159,8 @@ struct Agent {
     last: Vec<DesiredService>,
     checks: Supervisor,
     board: Board,
+    /// Services with no usable backend, for VRRP's service tracking.
+    down_services: Option<watch::Sender<BTreeSet<String>>>,
 }
 
 impl Agent {
@@ -262,12 +285,31 @@ impl Agent {
             }
         }
         self.board.publish(&mut self.dp, &self.cfg, &self.last);
+        if let Some(tx) = &self.down_services {
+            let down: BTreeSet<String> = self
+                .last
+                .iter()
+                .filter(|d| !d.backends.iter().any(|b| b.healthy && b.mac.is_some()))
+                .map(|d| crate::addr::service_name(&d.key))
+                .collect();
+            tx.send_if_modified(|cur| {
+                let changed = *cur != down;
+                *cur = down;
+                changed
+            });
+        }
     }
 }
 
 /// The new config, if it is valid and can be applied without a restart.
 fn reload(path: &Path, running: &Config) -> Result<Config> {
     let new = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if new.vrrp != running.vrrp {
+        bail!(
+            "{}: [[vrrp]] settings changed; they take effect on a restart (`lb run` again)",
+            path.display()
+        );
+    }
     if new.agent != running.agent {
         bail!(
             "{}: [agent] settings changed; they size and place the maps and need a restart (`lb run` again)",

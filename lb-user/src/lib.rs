@@ -13,3 +13,4 @@ pub mod pinned;
 pub mod plan;
 pub mod status;
 pub mod vrrp;
+pub mod vrrp_run;

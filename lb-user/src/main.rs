@@ -67,9 +67,12 @@ enum ShowWhat {
     /// Virtual services, with backend counts and traffic.
     #[command(after_help = "Example:\n  lb show services")]
     Services,
-    /// Backends per service: weight, state (up, drain, no-mac, down), MAC, traffic.
+    /// Backends per service: weights, state, health checks, MAC, traffic.
     #[command(after_help = "Example:\n  lb show backends --json")]
     Backends,
+    /// VRRP instances: state, priorities, master, last advert, drops.
+    #[command(after_help = "Example:\n  lb show vrrp")]
+    Vrrp,
     /// Flows in the flow table and the backend each is pinned to.
     #[command(after_help = "Example:\n  lb show flows --limit 20")]
     Flows {
@@ -136,6 +139,7 @@ fn real_main(cli: Cli) -> anyhow::Result<bool> {
                 ShowWhat::Backends => View::Backends,
                 ShowWhat::Flows { limit } => View::Flows { limit },
                 ShowWhat::Stats => View::Stats,
+                ShowWhat::Vrrp => View::Vrrp,
                 ShowWhat::Table { service } => View::Table { service },
             };
             print!("{}", cmd::show::run(&Pinned::open(&dir)?, &view, json)?);

@@ -118,4 +118,28 @@ impl Net {
             .execute()
             .await
     }
+
+    /// A clone of the netlink handle, for tasks of their own (VRRP).
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The addresses on `ifindex`, in the kernel's order (the primary first).
+    pub async fn addresses(&self, ifindex: u32) -> Result<Vec<IpAddr>, rtnetlink::Error> {
+        let mut out = Vec::new();
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute();
+        while let Some(m) = s.try_next().await? {
+            for a in &m.attributes {
+                if let netlink_packet_route::address::AddressAttribute::Address(ip) = a {
+                    out.push(*ip);
+                }
+            }
+        }
+        Ok(out)
+    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use lb_common::{
     BACKEND_CONFIGURED, Backend, BackendHealth, Counter, FlowKey, FlowValue, Reason, ServiceKey,
-    ServiceMeta, names,
+    ServiceMeta, VrrpStatus, names,
 };
 use thiserror::Error;
 
@@ -33,6 +33,7 @@ pub struct Pinned {
     backend_stats: PerCpuArray<MapData, Counter>,
     /// Absent in pins left by an agent older than health checks.
     health: Option<Array<MapData, BackendHealth>>,
+    vrrp: Option<Array<MapData, VrrpStatus>>,
 }
 
 fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &'static str) -> Result<T> {
@@ -63,6 +64,7 @@ impl Pinned {
             service_stats: open(dir, names::SERVICE_STATS)?,
             backend_stats: open(dir, names::BACKEND_STATS)?,
             health: open(dir, names::HEALTH).ok(),
+            vrrp: open(dir, names::VRRP).ok(),
         })
     }
 
@@ -130,6 +132,17 @@ impl Pinned {
             .get(&id, 0)
             .map(|v| sum(v.iter().copied()))
             .unwrap_or_default()
+    }
+
+    /// The VRRP instances the agent runs.
+    pub fn vrrp(&self) -> Vec<VrrpStatus> {
+        let Some(m) = &self.vrrp else {
+            return Vec::new();
+        };
+        (0..m.len())
+            .filter_map(|i| m.get(&i, 0).ok())
+            .filter(|s| s.configured != 0)
+            .collect()
     }
 
     /// Check status of backend `id`, if the agent published one.

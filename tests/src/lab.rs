@@ -35,6 +35,8 @@ pub struct BackendSpec {
 pub struct LabSpec {
     pub balancers: u8,
     pub backends: Vec<BackendSpec>,
+    /// The balancers move the VIP with VRRP; otherwise lb1 holds it statically.
+    pub vrrp: bool,
 }
 
 impl Default for LabSpec {
@@ -48,6 +50,7 @@ impl Default for LabSpec {
         Self {
             balancers: 1,
             backends: vec![b(1, 1), b(2, 1), b(3, 2)],
+            vrrp: false,
         }
     }
 }
@@ -177,9 +180,11 @@ impl Lab {
         for n in 1..=self.spec.balancers {
             self.host(&format!("lb{n}"), 4 + n, false)?;
             let ns = self.ns(&format!("lb{n}"));
-            // The VIP lives on the balancer (statically, until VRRP moves it).
-            ip(&ns, &format!("addr add {VIP4}/32 dev eth0"))?;
-            ip(&ns, &format!("addr add {VIP6}/128 dev eth0 nodad"))?;
+            if !self.spec.vrrp {
+                // The VIP lives on the balancer, statically.
+                ip(&ns, &format!("addr add {VIP4}/32 dev eth0"))?;
+                ip(&ns, &format!("addr add {VIP6}/128 dev eth0 nodad"))?;
+            }
             // XDP_TX out of a veth is dropped unless the peer runs XDP too.
             self.attach_pass(&format!("lb{n}"))?;
         }
@@ -302,6 +307,14 @@ impl Lab {
             s.push_str("]\n\n");
         }
         s
+    }
+
+    /// A `[[vrrp]]` section moving both VIPs, VRID 51, VRRPv3 at `interval`,
+    /// with `extra` lines (preempt, track_services, ...).
+    pub fn vrrp_section(priority: u8, interval: &str, extra: &str) -> String {
+        format!(
+            "[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"{interval}\"\nvips = [\"{VIP4}/32\", \"{VIP6}/128\"]\n{extra}\n"
+        )
     }
 
     /// Start `lb run -c CONFIG` in balancer namespace `role`.

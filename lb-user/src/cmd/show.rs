@@ -21,6 +21,7 @@ pub enum View {
     Flows { limit: usize },
     Stats,
     Table { service: String },
+    Vrrp,
 }
 
 pub fn run(p: &Pinned, view: &View, as_json: bool) -> Result<String> {
@@ -30,6 +31,7 @@ pub fn run(p: &Pinned, view: &View, as_json: bool) -> Result<String> {
         View::Flows { limit } => flows(p, *limit)?,
         View::Stats => stats(p)?,
         View::Table { service } => table(p, service)?,
+        View::Vrrp => vrrp(p),
     };
     Ok(if as_json {
         format!("{:#}\n", value)
@@ -370,4 +372,78 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
         s,
         json!({ "service": addr::service_name(&key), "table_size": meta.table_size, "active_slot": meta.active_slot, "backends": out, "empty_entries": count.get(&NO_BACKEND).copied().unwrap_or(0) }),
     ))
+}
+
+fn vrrp(p: &Pinned) -> (String, Value) {
+    use lb_common::vrrp::{VRRP_BACKUP, VRRP_FAULT, VRRP_MASTER};
+    let now = now_ms();
+    let mut s = format!(
+        "{:<12} {:<7} {:>4} {:>4} {:>4} {:>3} {:>8} {:<26} {:>11} {:>6} {:>6} {:>6}  Dropped\n",
+        "Instance",
+        "State",
+        "Prio",
+        "Eff",
+        "VRID",
+        "Ver",
+        "Interval",
+        "Master",
+        "LastAdvert",
+        "Trans",
+        "Sent",
+        "Recv"
+    );
+    let mut out = Vec::new();
+    for v in p.vrrp() {
+        let state = match v.state {
+            VRRP_MASTER => "MASTER",
+            VRRP_BACKUP => "BACKUP",
+            VRRP_FAULT => "FAULT",
+            _ => "INIT",
+        };
+        let master = if v.family == 0 {
+            "-".to_string()
+        } else {
+            addr::from_bytes(&v.master, v.family).to_string()
+        };
+        let drops = crate::vrrp::instance::drops_by_name(&v);
+        let dropped: Vec<String> = drops
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:<12} {:<7} {:>4} {:>4} {:>4} {:>3} {:>7.2}s {:<26} {:>11} {:>6} {:>6} {:>6}  {}",
+            v.name(),
+            state,
+            v.priority,
+            v.effective_priority,
+            v.vrid,
+            v.version,
+            v.interval_cs as f64 / 100.0,
+            master,
+            ago(v.last_advert_ms, now),
+            v.transitions,
+            v.adverts_sent,
+            v.adverts_received,
+            if dropped.is_empty() {
+                "-".to_string()
+            } else {
+                dropped.join(" ")
+            }
+        );
+        out.push(json!({
+            "instance": v.name(), "state": state, "priority": v.priority,
+            "effective_priority": v.effective_priority, "vrid": v.vrid, "version": v.version,
+            "advert_interval_cs": v.interval_cs,
+            "master": if v.family == 0 { Value::Null } else { json!(master) },
+            "last_advert_unix_ms": v.last_advert_ms, "last_change_unix_ms": v.last_change_ms,
+            "transitions": v.transitions, "adverts_sent": v.adverts_sent,
+            "adverts_received": v.adverts_received, "dropped": drops,
+        }));
+    }
+    if out.is_empty() {
+        s.push_str("(no VRRP instances)\n");
+    }
+    (s, json!({ "vrrp": out }))
 }

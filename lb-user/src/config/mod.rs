@@ -7,6 +7,7 @@ mod error;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod vrrp;
 
 use std::{
     collections::HashMap,
@@ -28,6 +29,7 @@ use toml::Spanned;
 pub use check::{Check, HttpProbe, Initial, Probe};
 pub use error::ConfigError;
 use raw::{RawAgent, RawBackend, RawCheck, RawConfig, RawService};
+pub use vrrp::{HeartbeatPath, TrackScript, TrackService, Vrrp};
 
 /// How often a ramping backend's weight may change the tables.
 pub const DEFAULT_WARMUP_STEP: Duration = Duration::from_secs(1);
@@ -100,6 +102,7 @@ pub struct Config {
     pub path: PathBuf,
     pub agent: Agent,
     pub services: Vec<Service>,
+    pub vrrp: Vec<Vrrp>,
 }
 
 impl Config {
@@ -187,10 +190,32 @@ impl Validator<'_> {
                 "raise [agent] max_backends",
             ));
         }
+        let mut vrrp: Vec<Vrrp> = Vec::with_capacity(raw.vrrp.len());
+        for r in &raw.vrrp {
+            let v = self.vrrp(r.get_ref(), &agent.interface, &services)?;
+            if vrrp.iter().any(|o| o.name == v.name) {
+                return Err(self.err(
+                    r.get_ref().name.span(),
+                    format!("duplicate VRRP instance {:?}", v.name),
+                    "give each [[vrrp]] its own name",
+                ));
+            }
+            if vrrp.iter().any(|o| {
+                o.interface == v.interface && o.vrid == v.vrid && o.family_v6() == v.family_v6()
+            }) {
+                return Err(self.err(
+                    r.get_ref().vrid.span(),
+                    format!("VRID {} is already used on {}", v.vrid, v.interface),
+                    "each instance on an interface (and address family) needs its own vrid",
+                ));
+            }
+            vrrp.push(v);
+        }
         Ok(Config {
             path: self.path.to_path_buf(),
             agent,
             services,
+            vrrp,
         })
     }
 

@@ -12,6 +12,8 @@ pub struct RawConfig {
     pub agent: Option<Spanned<RawAgent>>,
     #[serde(default)]
     pub service: Vec<Spanned<RawService>>,
+    #[serde(default)]
+    pub vrrp: Vec<Spanned<super::vrrp::RawVrrp>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -209,18 +209,14 @@ impl Machine {
             (State::Backup | State::Master, Event::Fault(true)) => {
                 self.resign(State::Fault, &mut out)
             }
-            (State::Backup, Event::Timer) => {
-                if self.master_down_at.is_some_and(|t| now >= t) {
-                    self.become_master(now, &mut out);
-                }
+            (State::Backup, Event::Timer) if self.master_down_at.is_some_and(|t| now >= t) => {
+                self.become_master(now, &mut out);
             }
-            (State::Master, Event::Timer) => {
-                if self.adver_at.is_some_and(|t| now >= t) {
-                    out.push(Action::SendAdvert {
-                        priority: self.effective,
-                    });
-                    self.adver_at = Some(now + cs(self.p.advert_cs as u64));
-                }
+            (State::Master, Event::Timer) if self.adver_at.is_some_and(|t| now >= t) => {
+                out.push(Action::SendAdvert {
+                    priority: self.effective,
+                });
+                self.adver_at = Some(now + cs(self.p.advert_cs as u64));
             }
             (
                 State::Backup,
@@ -254,13 +250,11 @@ impl Machine {
                 // discarded; our own adverts make that peer back off.
             }
             (State::Backup, Event::Priority(p)) => self.effective = p,
-            (State::Master, Event::Priority(p)) => {
-                if p != self.effective {
-                    self.effective = p;
-                    // Tell the peers now, so a better one can preempt.
-                    out.push(Action::SendAdvert { priority: p });
-                    self.adver_at = Some(now + cs(self.p.advert_cs as u64));
-                }
+            (State::Master, Event::Priority(p)) if p != self.effective => {
+                self.effective = p;
+                // Tell the peers now, so a better one can preempt.
+                out.push(Action::SendAdvert { priority: p });
+                self.adver_at = Some(now + cs(self.p.advert_cs as u64));
             }
             _ => {}
         }

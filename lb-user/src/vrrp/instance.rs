@@ -1,0 +1,507 @@
+//! One VRRP instance at run time: feeds the state machine with timers,
+//! adverts from every path, tracked interfaces, scripts and services, and
+//! carries out its actions (adverts, VIPs, announcements, notify). Nothing
+//! here decides anything the state machine does not.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use aya::maps::{Array, MapData};
+use futures::TryStreamExt;
+use lb_common::{
+    VrrpStatus,
+    vrrp::{VRRP_BACKUP, VRRP_FAULT, VRRP_INIT, VRRP_MASTER},
+};
+use netlink_packet_route::link::LinkFlags;
+use rtnetlink::Handle;
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+
+use super::{
+    addrs::{self, Announcer},
+    codec::{self, Advert, Auth, DropReason, Expect},
+    socket::{Received, Transport},
+    state::{Action, Event, Machine, Params, State},
+};
+use crate::{
+    config::{Check, Initial, Probe, Vrrp},
+    health,
+};
+
+/// How often tracked interfaces are looked at.
+const LINK_POLL: Duration = Duration::from_millis(200);
+
+pub type StatusMap = Arc<Mutex<Array<MapData, VrrpStatus>>>;
+
+/// What the instance needs from the host, resolved by the agent.
+pub struct Setup {
+    pub cfg: Vrrp,
+    pub slot: u32,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    /// Our address on `cfg.interface` in the instance's family.
+    pub primary: IpAddr,
+    /// (interface, ifindex, our address) per heartbeat path.
+    pub paths: Vec<(String, u32, IpAddr)>,
+}
+
+/// Ask a running instance to stop; it answers once its priority-0 advert is
+/// out and its VIPs are gone.
+pub type Stop = oneshot::Sender<oneshot::Sender<()>>;
+
+pub struct Instance {
+    s: Setup,
+    m: Machine,
+    transports: Vec<Arc<Transport>>,
+    announcer: Announcer,
+    net: Handle,
+    status: VrrpStatus,
+    map: StatusMap,
+    expect: Expect,
+    auth: Auth,
+    /// Announcements still due in this round, and when the next is.
+    garp_left: u32,
+    garp_at: Option<Instant>,
+    refresh_at: Option<Instant>,
+    failed_scripts: BTreeSet<usize>,
+    down_services: BTreeSet<String>,
+    link_fault: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn drop_index(r: DropReason) -> usize {
+    DropReason::ALL.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+/// Index for packets that were not even IP.
+const DROP_MALFORMED: usize = DropReason::ALL.len();
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Instance {
+    pub fn new(s: Setup, net: Handle, map: StatusMap) -> std::io::Result<Self> {
+        let cfg = &s.cfg;
+        let mut transports = vec![Arc::new(Transport::open(
+            &cfg.interface,
+            s.ifindex,
+            s.primary,
+            cfg.unicast_peers.clone(),
+        )?)];
+        for (p, (name, ifindex, src)) in cfg.heartbeat_paths.iter().zip(&s.paths) {
+            transports.push(Arc::new(Transport::open(
+                name,
+                *ifindex,
+                *src,
+                p.unicast_peers.clone(),
+            )?));
+        }
+        let announcer = Announcer::new(&cfg.interface, s.ifindex, s.mac)?;
+        let auth = cfg.auth_pass.as_deref().map_or(Auth::None, Auth::pass);
+        let m = Machine::new(Params {
+            version: cfg.version,
+            priority: cfg.priority,
+            advert_cs: (cfg.advert_interval.as_millis() / 10) as u16,
+            preempt: cfg.preempt,
+            preempt_delay: cfg.preempt_delay,
+            primary: s.primary,
+        });
+        let mut status = VrrpStatus::default();
+        status.set_name(&cfg.name);
+        status.configured = 1;
+        status.version = match cfg.version {
+            codec::Version::V2 => 2,
+            codec::Version::V3 => 3,
+        };
+        status.vrid = cfg.vrid;
+        status.priority = cfg.priority;
+        status.effective_priority = cfg.priority;
+        status.interval_cs = (cfg.advert_interval.as_millis() / 10) as u32;
+        Ok(Instance {
+            expect: Expect {
+                version: cfg.version,
+                vrid: cfg.vrid,
+                auth: auth.clone(),
+                v3_checksum_as_v2: cfg.v3_checksum_as_v2,
+            },
+            auth,
+            s,
+            m,
+            transports,
+            announcer,
+            net,
+            status,
+            map,
+            garp_left: 0,
+            garp_at: None,
+            refresh_at: None,
+            failed_scripts: BTreeSet::new(),
+            down_services: BTreeSet::new(),
+            link_fault: false,
+        })
+    }
+
+    pub async fn run(
+        mut self,
+        stop: oneshot::Receiver<oneshot::Sender<()>>,
+        mut down_services: watch::Receiver<BTreeSet<String>>,
+    ) {
+        let (rx_tx, mut adverts) = mpsc::channel::<Received>(256);
+        let (drop_tx, mut malformed) = mpsc::channel::<()>(64);
+        let mut readers = Vec::new();
+        for t in &self.transports {
+            let (t, tx, dtx) = (t.clone(), rx_tx.clone(), drop_tx.clone());
+            readers.push(tokio::spawn(async move {
+                loop {
+                    match t.recv().await {
+                        Ok(Ok(r)) => {
+                            if tx.send(r).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Err(_)) => {
+                            let _ = dtx.try_send(());
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "VRRP receive failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        let (script_tx, mut scripts) = mpsc::channel::<(usize, bool)>(16);
+        for (i, t) in self.s.cfg.track_scripts.iter().enumerate() {
+            readers.push(tokio::spawn(track_script(i, t.clone(), script_tx.clone())));
+        }
+        self.down_services = down_services.borrow_and_update().clone();
+        self.link_fault = self.links_down().await;
+        let p = self.priority();
+        self.m.step(Event::Priority(p), Instant::now());
+        let a = self.m.step(Event::Startup, Instant::now());
+        self.exec(a).await;
+        if self.link_fault {
+            let a = self.m.step(Event::Fault(true), Instant::now());
+            self.exec(a).await;
+        }
+        let mut links = tokio::time::interval(LINK_POLL);
+        links.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop = stop;
+        loop {
+            tokio::select! {
+                _ = sleep_until(self.m.deadline()) => {
+                    let a = self.m.step(Event::Timer, Instant::now());
+                    self.exec(a).await;
+                }
+                Some(r) = adverts.recv() => self.on_packet(r).await,
+                Some(()) = malformed.recv() => {
+                    self.status.drops[DROP_MALFORMED] += 1;
+                    self.publish();
+                }
+                _ = sleep_until(self.garp_at) => self.announce_round(),
+                _ = sleep_until(self.refresh_at) => {
+                    self.start_announcing();
+                }
+                _ = links.tick() => {
+                    let down = self.links_down().await;
+                    if down != self.link_fault {
+                        self.link_fault = down;
+                        tracing::warn!(instance = %self.s.cfg.name, down, "tracked interface state changed");
+                        let a = self.m.step(Event::Fault(down), Instant::now());
+                        self.exec(a).await;
+                    }
+                }
+                Some((i, ok)) = scripts.recv() => {
+                    let changed = if ok { self.failed_scripts.remove(&i) } else { self.failed_scripts.insert(i) };
+                    if changed {
+                        tracing::info!(instance = %self.s.cfg.name, script = ?self.s.cfg.track_scripts[i].command, ok, "track script changed");
+                        self.reprioritise().await;
+                    }
+                }
+                Ok(()) = down_services.changed() => {
+                    self.down_services = down_services.borrow_and_update().clone();
+                    self.reprioritise().await;
+                }
+                reply = &mut stop => {
+                    let a = self.m.step(Event::Shutdown, Instant::now());
+                    self.exec(a).await;
+                    for r in &readers {
+                        r.abort();
+                    }
+                    if let Ok(reply) = reply {
+                        let _ = reply.send(());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Base priority less the weights of failed tracked scripts and of
+    /// tracked services with no healthy backend; an owner stays at 255.
+    fn priority(&self) -> u8 {
+        let base = self.s.cfg.priority;
+        if base == 255 {
+            return 255;
+        }
+        let minus: u32 = self
+            .failed_scripts
+            .iter()
+            .map(|&i| self.s.cfg.track_scripts[i].weight as u32)
+            .chain(
+                self.s
+                    .cfg
+                    .track_services
+                    .iter()
+                    .filter(|t| self.down_services.contains(&t.service))
+                    .map(|t| t.weight as u32),
+            )
+            .sum();
+        (base as u32).saturating_sub(minus).clamp(1, 254) as u8
+    }
+
+    async fn reprioritise(&mut self) {
+        let p = self.priority();
+        if p != self.m.priority() {
+            tracing::warn!(instance = %self.s.cfg.name, from = self.m.priority(), to = p, "effective priority changed");
+            let a = self.m.step(Event::Priority(p), Instant::now());
+            self.exec(a).await;
+        }
+        self.publish();
+    }
+
+    async fn links_down(&self) -> bool {
+        for name in &self.s.cfg.track_interfaces {
+            let mut links = self.net.link().get().match_name(name.clone()).execute();
+            match links.try_next().await {
+                Ok(Some(l)) => {
+                    let f = l.header.flags;
+                    if !f.contains(LinkFlags::Up) || !f.contains(LinkFlags::LowerUp) {
+                        return true;
+                    }
+                }
+                _ => return true,
+            }
+        }
+        false
+    }
+
+    async fn on_packet(&mut self, r: Received) {
+        if self.transports.iter().any(|t| t.src == r.src) {
+            return; // our own advert
+        }
+        match codec::decode(&r.payload, r.src, r.dst, r.ttl, &self.expect) {
+            Ok(a) => {
+                self.status.adverts_received += 1;
+                self.status.last_advert_ms = now_ms();
+                let ev = Event::Advert {
+                    from: r.src,
+                    priority: a.priority,
+                    interval_cs: a.interval_cs,
+                };
+                let actions = self.m.step(ev, Instant::now());
+                self.exec(actions).await;
+            }
+            Err(reason) => {
+                self.status.drops[drop_index(reason)] += 1;
+                tracing::debug!(instance = %self.s.cfg.name, from = %r.src, reason = reason.name(), "VRRP packet dropped");
+                self.publish();
+            }
+        }
+    }
+
+    fn advert(&self, priority: u8) -> Advert {
+        let v6 = self.s.cfg.family_v6();
+        Advert {
+            version: self.s.cfg.version,
+            vrid: self.s.cfg.vrid,
+            priority,
+            interval_cs: (self.s.cfg.advert_interval.as_millis() / 10) as u16,
+            addrs: self
+                .s
+                .cfg
+                .vips
+                .iter()
+                .map(|v| v.addr)
+                .filter(|a| a.is_ipv6() == v6)
+                .collect(),
+        }
+    }
+
+    fn send_advert(&mut self, priority: u8) {
+        let a = self.advert(priority);
+        for t in &self.transports {
+            for dst in t.destinations() {
+                let msg = codec::encode(&a, &self.auth, t.src, dst, self.s.cfg.v3_checksum_as_v2);
+                match t.send(dst, &msg) {
+                    Ok(()) => self.status.adverts_sent += 1,
+                    Err(e) => {
+                        tracing::warn!(instance = %self.s.cfg.name, %dst, error = %e, "sending an advert failed")
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_announcing(&mut self) {
+        self.garp_left = self.s.cfg.garp_repeat;
+        self.garp_at = Some(Instant::now());
+        self.refresh_at = self.s.cfg.garp_refresh.map(|r| Instant::now() + r);
+    }
+
+    fn announce_round(&mut self) {
+        for v in &self.s.cfg.vips {
+            if let Err(e) = self.announcer.announce(v.addr) {
+                tracing::warn!(instance = %self.s.cfg.name, vip = %v.addr, error = %e, "announcing a VIP failed");
+            }
+        }
+        self.garp_left = self.garp_left.saturating_sub(1);
+        self.garp_at = (self.garp_left > 0).then(|| Instant::now() + self.s.cfg.garp_interval);
+    }
+
+    async fn exec(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::SendAdvert { priority } => self.send_advert(priority),
+                Action::TakeVips => {
+                    for v in self.s.cfg.vips.clone() {
+                        if let Err(e) = addrs::add(&self.net, self.s.ifindex, v).await {
+                            tracing::error!(instance = %self.s.cfg.name, vip = %v.addr, error = %e, "adding a VIP failed");
+                        }
+                    }
+                    self.start_announcing();
+                }
+                Action::RemoveVips => {
+                    self.garp_at = None;
+                    self.refresh_at = None;
+                    for v in self.s.cfg.vips.clone() {
+                        if let Err(e) = addrs::remove(&self.net, self.s.ifindex, v).await {
+                            tracing::error!(instance = %self.s.cfg.name, vip = %v.addr, error = %e, "removing a VIP failed");
+                        }
+                    }
+                }
+                Action::Transition { from, to } => {
+                    tracing::warn!(
+                        instance = %self.s.cfg.name,
+                        from = from.name(),
+                        to = to.name(),
+                        priority = self.m.priority(),
+                        "VRRP transition"
+                    );
+                    self.status.transitions += 1;
+                    self.status.last_change_ms = now_ms();
+                    if let Some(cmd) = &self.s.cfg.notify {
+                        notify(cmd.clone(), &self.s.cfg.name, from, to);
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let st = &mut self.status;
+        st.state = match self.m.state() {
+            State::Init => VRRP_INIT,
+            State::Backup => VRRP_BACKUP,
+            State::Master => VRRP_MASTER,
+            State::Fault => VRRP_FAULT,
+        };
+        st.effective_priority = self.m.priority();
+        match self.m.master() {
+            Some(a) => {
+                st.master = crate::addr::to_bytes(a);
+                st.family = crate::addr::family(a);
+            }
+            None => {
+                st.master = [0; 16];
+                st.family = 0;
+            }
+        }
+        if let Ok(mut map) = self.map.lock()
+            && let Err(e) = map.set(self.s.slot, *st, 0)
+        {
+            tracing::warn!(error = %e, "writing VRRP status failed");
+        }
+    }
+}
+
+/// Run the notify command without ever waiting on it here; it is killed
+/// after a minute.
+fn notify(cmd: Vec<String>, name: &str, from: State, to: State) {
+    let mut c = tokio::process::Command::new(&cmd[0]);
+    c.args(&cmd[1..])
+        .args([name, from.name(), to.name()])
+        .env("LB_VRRP_INSTANCE", name)
+        .env("LB_VRRP_FROM", from.name())
+        .env("LB_VRRP_TO", to.name())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match c.spawn() {
+        Ok(mut child) => {
+            tokio::spawn(async move {
+                if tokio::time::timeout(Duration::from_secs(60), child.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(command = ?cmd, "notify command still running after 60 s; killed");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(command = ?cmd, error = %e, "notify command failed to start"),
+    }
+}
+
+/// Run a track script every interval; report its result when it changes.
+async fn track_script(i: usize, t: crate::config::TrackScript, tx: mpsc::Sender<(usize, bool)>) {
+    let check = Check {
+        probe: Probe::Script {
+            command: t.command.clone(),
+        },
+        interval: t.interval,
+        timeout: t.timeout,
+        retries: 1,
+        retry_delay: t.interval,
+        rise: 1,
+        initial: Initial::Up,
+    };
+    let checker = health::checker(&check, std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut last = None;
+    loop {
+        let ok = matches!(
+            tokio::time::timeout(t.timeout, checker.check()).await,
+            Ok(Ok(()))
+        );
+        if last != Some(ok) {
+            last = Some(ok);
+            if tx.send((i, ok)).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(t.interval).await;
+    }
+}
+
+/// Drop counters by name, for `lb show vrrp`.
+pub fn drops_by_name(s: &VrrpStatus) -> BTreeMap<&'static str, u32> {
+    DropReason::ALL
+        .iter()
+        .map(|r| (r.name(), s.drops[drop_index(*r)]))
+        .chain(std::iter::once(("malformed", s.drops[DROP_MALFORMED])))
+        .collect()
+}

@@ -1,0 +1,119 @@
+//! Starting and stopping the configured VRRP instances for `lb run`: each
+//! gets its interface's index, MAC and primary address, a slot in the VRRP
+//! status map, and its own task.
+
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use aya::maps::Array;
+use lb_common::{VrrpStatus, names, vrrp::MAX_VRRP};
+use tokio::sync::{oneshot, watch};
+
+use crate::{
+    config::Config,
+    neigh::Net,
+    vrrp::instance::{Instance, Setup, Stop},
+};
+
+pub struct Running {
+    stops: Vec<(String, Stop)>,
+}
+
+/// The address VRRP speaks from on `ifindex`: for IPv4 the interface's
+/// first address that is not a VIP, for IPv6 its link-local (RFC 5798 §5.1.2.1).
+async fn primary_address(net: &Net, ifindex: u32, v6: bool, vips: &[IpAddr]) -> Result<IpAddr> {
+    let addrs = net.addresses(ifindex).await?;
+    addrs
+        .into_iter()
+        .filter(|a| a.is_ipv6() == v6 && !vips.contains(a))
+        .find(|a| match a {
+            IpAddr::V6(v) => v.is_unicast_link_local(),
+            IpAddr::V4(_) => true,
+        })
+        .with_context(|| {
+            format!(
+                "no {} address to send VRRP from",
+                if v6 { "link-local IPv6" } else { "IPv4" }
+            )
+        })
+}
+
+pub async fn start(
+    bpf: &mut aya::Ebpf,
+    net: &Net,
+    cfg: &Config,
+    down: watch::Receiver<BTreeSet<String>>,
+) -> Result<Running> {
+    let map = bpf
+        .take_map(names::VRRP)
+        .context("the VRRP status map is missing from the object")?;
+    let mut map: Array<_, VrrpStatus> = Array::try_from(map)?;
+    for slot in 0..MAX_VRRP {
+        // Leftovers of a previous agent would read as live instances.
+        map.set(slot, VrrpStatus::default(), 0)?;
+    }
+    if cfg.vrrp.len() > MAX_VRRP as usize {
+        bail!("at most {MAX_VRRP} VRRP instances");
+    }
+    let map = Arc::new(Mutex::new(map));
+    let mut stops = Vec::new();
+    for (slot, v) in cfg.vrrp.iter().enumerate() {
+        let vips: Vec<IpAddr> = v.vips.iter().map(|x| x.addr).collect();
+        let link = net
+            .link(&v.interface)
+            .await
+            .with_context(|| format!("VRRP instance {}: interface {}", v.name, v.interface))?;
+        let primary = primary_address(net, link.ifindex, v.family_v6(), &vips)
+            .await
+            .with_context(|| format!("VRRP instance {} on {}", v.name, v.interface))?;
+        // Addresses a previous run left behind would make two masters.
+        for vip in &v.vips {
+            let _ = crate::vrrp::addrs::remove(&net.handle(), link.ifindex, *vip).await;
+        }
+        let mut paths = Vec::new();
+        for p in &v.heartbeat_paths {
+            let l = net.link(&p.interface).await.with_context(|| {
+                format!("VRRP instance {}: heartbeat path {}", v.name, p.interface)
+            })?;
+            let src = primary_address(net, l.ifindex, v.family_v6(), &vips).await?;
+            paths.push((p.interface.clone(), l.ifindex, src));
+        }
+        let inst = Instance::new(
+            Setup {
+                cfg: v.clone(),
+                slot: slot as u32,
+                ifindex: link.ifindex,
+                mac: link.mac,
+                primary,
+                paths,
+            },
+            net.handle(),
+            map.clone(),
+        )
+        .with_context(|| format!("VRRP instance {}: opening its sockets", v.name))?;
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(inst.run(rx, down.clone()));
+        tracing::info!(instance = %v.name, interface = %v.interface, vrid = v.vrid, priority = v.priority, %primary, "VRRP instance started");
+        stops.push((v.name.clone(), tx));
+    }
+    Ok(Running { stops })
+}
+
+/// Stop every instance: masters send priority 0 and release their VIPs.
+pub async fn stop(r: Running) {
+    for (name, stop) in r.stops {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if stop.send(ack_tx).is_ok()
+            && tokio::time::timeout(Duration::from_secs(2), ack_rx)
+                .await
+                .is_err()
+        {
+            tracing::warn!(instance = %name, "VRRP instance did not stop within 2 s");
+        }
+    }
+}
