@@ -234,3 +234,162 @@ fn a_master_whose_backends_all_fail_hands_over() {
     let ok = netns::in_ns(&l.ns("c"), || lb_tests::http::get(vip()).is_ok()).unwrap();
     assert!(ok, "lb2 serves the VIP");
 }
+
+/// keepalived in lb2 (VRRP `version`), our agent in lb1; returns the lab.
+fn with_keepalived(version: u8, ka_priority: u8, auth: bool) -> Lab {
+    let spec = LabSpec {
+        balancers: 2,
+        vrrp: true,
+        ..LabSpec::default()
+    };
+    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    let (interval, ka_int) = if version == 2 {
+        ("1s", "1")
+    } else {
+        ("200ms", "0.2")
+    };
+    let ours = format!(
+        "version = {version}\n{}",
+        if auth { "auth_pass = \"s3cret\"" } else { "" }
+    );
+    let cfg = l
+        .write_config(
+            "lb1",
+            &format!(
+                "{}{}",
+                l.default_services(),
+                Lab::vrrp_section(150, interval, &ours)
+            ),
+        )
+        .unwrap();
+    l.start_agent("lb1", &lab::bin("LB_BIN", "lb").unwrap(), &cfg)
+        .unwrap();
+    if ka_priority < 150 {
+        // Otherwise a keepalived that starts first is briefly (and rightly)
+        // master until our higher priority preempts it.
+        wait_state(&l, "lb1", "MASTER", Duration::from_secs(15));
+    }
+    let dir = l.dir.clone();
+    let auth_block = if auth {
+        "    authentication {\n        auth_type PASS\n        auth_pass s3cret\n    }\n"
+    } else {
+        ""
+    };
+    let conf = format!(
+        "global_defs {{\n    router_id lb2\n    vrrp_version {version}\n}}\nvrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    priority {ka_priority}\n    advert_int {ka_int}\n{auth_block}    virtual_ipaddress {{\n        {VIP4}/32\n    }}\n}}\n"
+    );
+    let path = dir.join("keepalived.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut cmd = std::process::Command::new("keepalived");
+    cmd.args([
+        "--vrrp",
+        "--dont-fork",
+        "--log-console",
+        "--log-detail",
+        "--no-syslog",
+    ])
+    .arg("--use-file")
+    .arg(&path)
+    .arg("--pid")
+    .arg(dir.join("keepalived.pid.main"))
+    .arg("--vrrp_pid")
+    .arg(dir.join("keepalived.pid.vrrp"));
+    l.spawn("lb2", "keepalived", cmd).unwrap();
+    l
+}
+
+/// keepalived's state, from its log (it logs every transition).
+fn keepalived_state(l: &Lab) -> &'static str {
+    let log = l.log("keepalived");
+    let m = log.rfind("Entering MASTER STATE");
+    let b = log
+        .rfind("Entering BACKUP STATE")
+        .max(log.rfind("Entering FAULT STATE"));
+    match (m, b) {
+        (Some(m), Some(b)) if m > b => "MASTER",
+        (Some(_), None) => "MASTER",
+        (_, Some(_)) => "BACKUP",
+        _ => "?",
+    }
+}
+
+fn keepalived_interop(version: u8, auth: bool) {
+    // keepalived higher (200): it wins, we are backup; kill it: we take over.
+    let l = with_keepalived(version, 200, auth);
+    let wait = Duration::from_secs(if version == 2 { 15 } else { 8 });
+    let t0 = Instant::now();
+    while keepalived_state(&l) != "MASTER" && t0.elapsed() < wait {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(keepalived_state(&l), "MASTER", "{}", l.log("keepalived"));
+    wait_state(&l, "lb1", "BACKUP", wait);
+    // Steady: nobody flaps for a while.
+    let steady = Duration::from_secs(if version == 2 { 10 } else { 5 });
+    let t1 = Instant::now();
+    while t1.elapsed() < steady {
+        assert_eq!(vrrp_state(&l, "lb1").0, "BACKUP", "{}", l.log("lb1"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(keepalived_state(&l), "MASTER");
+    let dropped = lab::lb_show(&["vrrp", "--pin-dir", l.pin_dir("lb1").to_str().unwrap()]).unwrap();
+    let d = &dropped["vrrp"][0];
+    assert!(d["adverts_received"].as_u64().unwrap() > 3, "{d:#}");
+    assert!(
+        d["dropped"].as_object().unwrap().values().all(|v| v == 0),
+        "our agent rejected keepalived's adverts: {d:#}"
+    );
+    // SIGKILL its VRRP process first: a killed parent would let the child
+    // resign cleanly (priority 0), which is not a crash.
+    let vrrp_pid: i32 = std::fs::read_to_string(l.dir.join("keepalived.pid.vrrp"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) of the keepalived this test started.
+    unsafe { libc::kill(vrrp_pid, libc::SIGKILL) };
+    l.signal("keepalived", libc::SIGKILL).unwrap();
+    let took = wait_state(&l, "lb1", "MASTER", wait);
+    println!("keepalived v{version} (master) killed: our agent MASTER after {took:?}");
+    drop(l);
+
+    // keepalived lower (100): we win; it stays backup.
+    let l = with_keepalived(version, 100, auth);
+    wait_state(&l, "lb1", "MASTER", wait);
+    std::thread::sleep(steady);
+    assert_eq!(vrrp_state(&l, "lb1").0, "MASTER");
+    assert_eq!(keepalived_state(&l), "BACKUP", "{}", l.log("keepalived"));
+    assert!(
+        !l.log("keepalived").contains("Entering MASTER STATE"),
+        "keepalived must never have been master:\n{}",
+        l.log("keepalived")
+    );
+    // Graceful stop of ours: keepalived takes over quickly (priority 0).
+    l.signal("lb1", libc::SIGTERM).unwrap();
+    let t0 = Instant::now();
+    while keepalived_state(&l) != "MASTER" && t0.elapsed() < wait {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "our agent (master, v{version}) stopped: keepalived MASTER after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(keepalived_state(&l), "MASTER", "{}", l.log("keepalived"));
+}
+
+#[test]
+fn interoperates_with_keepalived_vrrp_v3() {
+    let name = "interoperates_with_keepalived_vrrp_v3";
+    if skip(name) || !require::command(name, "keepalived") {
+        return;
+    }
+    keepalived_interop(3, false);
+}
+
+#[test]
+fn interoperates_with_keepalived_vrrp_v2_with_password() {
+    let name = "interoperates_with_keepalived_vrrp_v2_with_password";
+    if skip(name) || !require::command(name, "keepalived") {
+        return;
+    }
+    keepalived_interop(2, true);
+}

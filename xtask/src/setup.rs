@@ -31,6 +31,8 @@ const PACKAGES: &[&str] = &[
     "libc6-dev",
     // System CA roots for HTTPS checks that verify certificates.
     "ca-certificates",
+    // VRRP interoperability tests run keepalived as the peer.
+    "keepalived",
 ];
 
 pub fn ensure() -> Result<()> {
