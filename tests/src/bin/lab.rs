@@ -1,6 +1,6 @@
 //! `lab`: the namespace lab behind `cargo xtask lab` and `cargo xtask run`.
 //!
-//!   lab run  LB_BIN HTTP_BIN     up, start lb1, print how to use it, wait for Ctrl-C, tear down
+//!   lab run  LB_BIN HTTP_BIN     up, start lb1 and lb2 (VRRP), print how to use it, wait for Ctrl-C, tear down
 //!   lab up   LB_BIN HTTP_BIN     the same, but leave it running (detached) and exit
 //!   lab down [PREFIX]            tear down one lab, or every lab
 //!   lab status                   list running labs and their balancers' state
@@ -50,15 +50,34 @@ fn main() -> Result<()> {
 }
 
 fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
-    println!("lab: building namespaces (client, lb1, b1-b3 on a bridge)");
-    let mut l = Lab::up(LabSpec::default(), &http, detach)?;
-    let cfg = l.write_config("lb1", &l.default_services())?;
-    println!(
-        "lab: starting `lb run -c {}` in {}",
-        cfg.display(),
-        l.ns("lb1")
-    );
-    l.start_agent("lb1", &lb, &cfg)?;
+    println!("lab: building namespaces (client, lb1, lb2, b1-b3 on a bridge)");
+    let spec = LabSpec {
+        balancers: 2,
+        vrrp: true,
+        ..LabSpec::default()
+    };
+    let mut l = Lab::up(spec, &http, detach)?;
+    let check = r#"check = { kind = "http", path = "/healthz", interval = "1s", timeout = "500ms", retries = 2, retry_delay = "500ms" }"#;
+    let mut cfg = PathBuf::new();
+    for (role, prio) in [("lb1", 150), ("lb2", 100)] {
+        let c = l.write_config(
+            role,
+            &format!(
+                "{}{}",
+                l.services_with(check),
+                Lab::vrrp_section(prio, "200ms", "")
+            ),
+        )?;
+        println!(
+            "lab: starting `lb run -c {}` in {} (VRRP priority {prio})",
+            c.display(),
+            l.ns(role)
+        );
+        l.start_agent(role, &lb, &c)?;
+        if role == "lb1" {
+            cfg = c;
+        }
+    }
     if let Err(e) = wait_serving(&l) {
         eprintln!("{}", l.log("lb1"));
         return Err(e);
@@ -71,10 +90,20 @@ fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
     println!(
         "  for i in $(seq 20); do ip netns exec {c} curl -s http://{VIP4}/; done | sort | uniq -c"
     );
-    println!("Inspect the balancer (reads its pinned maps):");
+    println!("Inspect a balancer (reads its pinned maps):");
     println!("  {} show backends -c {}", lb.display(), cfg.display());
-    println!("  {} show flows -c {}", lb.display(), cfg.display());
-    println!("Agent log: {}", l.dir.join("lb1.log").display());
+    println!("  {} show vrrp -c {}     # lb1 is MASTER, lb2 BACKUP", lb.display(), cfg.display());
+    println!(
+        "Fail over: kill lb1's agent and watch lb2 take the VIP:\n  kill $(cat {}) ; {} show vrrp -c {}",
+        l.dir.join("lb1.pid").display(),
+        lb.display(),
+        l.dir.join("lb2.toml").display()
+    );
+    println!(
+        "Agent logs: {} {}",
+        l.dir.join("lb1.log").display(),
+        l.dir.join("lb2.log").display()
+    );
     println!();
     let out = Command::new(&lb)
         .args(["show", "backends", "-c"])
