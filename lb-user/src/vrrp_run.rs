@@ -83,25 +83,45 @@ pub async fn start(
             let src = primary_address(net, l.ifindex, v.family_v6(), &vips).await?;
             paths.push((p.interface.clone(), l.ifindex, src));
         }
-        let inst = Instance::new(
-            Setup {
-                cfg: v.clone(),
-                slot: slot as u32,
-                ifindex: link.ifindex,
-                mac: link.mac,
-                primary,
-                paths,
-            },
-            net.handle(),
-            map.clone(),
-        )
-        .with_context(|| format!("VRRP instance {}: opening its sockets", v.name))?;
+        let setup = Setup {
+            cfg: v.clone(),
+            slot: slot as u32,
+            ifindex: link.ifindex,
+            mac: link.mac,
+            primary,
+            paths,
+        };
+        let inst = open_when_ready(setup, net, &map)
+            .await
+            .with_context(|| format!("VRRP instance {}: opening its sockets", v.name))?;
         let (tx, rx) = oneshot::channel();
         tokio::spawn(inst.run(rx, down.clone()));
         tracing::info!(instance = %v.name, interface = %v.interface, vrid = v.vrid, priority = v.priority, %primary, "VRRP instance started");
         stops.push((v.name.clone(), tx));
     }
     Ok(Running { stops })
+}
+
+/// An IPv6 link-local address is tentative for a moment after its link
+/// comes up (duplicate address detection) and cannot be bound; wait for it.
+async fn open_when_ready(
+    setup: Setup,
+    net: &Net,
+    map: &crate::vrrp::instance::StatusMap,
+) -> std::io::Result<Instance> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Instance::new(setup.clone(), net.handle(), map.clone()) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::info!(instance = %setup.cfg.name, address = %setup.primary, "waiting for the address to leave duplicate detection");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Stop every instance: masters send priority 0 and release their VIPs.

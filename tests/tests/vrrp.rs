@@ -46,6 +46,10 @@ fn pair(extra1: &str, extra2: &str, svc1: Option<String>) -> Lab {
             )
             .unwrap();
         l.start_agent(role, &lb, &cfg).unwrap();
+        if role == "lb1" {
+            // lb1 first, so it is master whatever preempt says.
+            wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
+        }
     }
     l
 }
@@ -392,4 +396,271 @@ fn interoperates_with_keepalived_vrrp_v2_with_password() {
         return;
     }
     keepalived_interop(2, true);
+}
+
+/// Send `msg` as a VRRP packet from the client namespace to 224.0.0.18
+/// with IP TTL `ttl`.
+fn inject(l: &Lab, msg: Vec<u8>, ttl: u32) {
+    netns::in_ns(&l.ns("c"), move || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
+        s.set_multicast_if_v4(&lab::CLIENT4.parse().unwrap()).unwrap();
+        s.set_multicast_ttl_v4(ttl).unwrap();
+        let dst: SocketAddr = "224.0.0.18:0".parse().unwrap();
+        s.send_to(&msg, &SockAddr::from(dst)).unwrap();
+    })
+    .unwrap();
+}
+
+fn drops(l: &Lab, role: &str) -> serde_json::Value {
+    let v = lab::lb_show(&["vrrp", "--pin-dir", l.pin_dir(role).to_str().unwrap()]).unwrap();
+    v["vrrp"][0]["dropped"].clone()
+}
+
+#[test]
+fn hostile_adverts_are_dropped_counted_and_change_nothing() {
+    use lb_user::vrrp::codec::{self, Advert, Auth, Version};
+    let name = "hostile_adverts_are_dropped_counted_and_change_nothing";
+    if skip(name) {
+        return;
+    }
+    // VRRPv2 with a password, so a wrong password can be tried too.
+    let v2 = "version = 2\nauth_pass = \"s3cret\"";
+    let spec = LabSpec {
+        balancers: 2,
+        vrrp: true,
+        ..LabSpec::default()
+    };
+    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    for (role, prio) in [("lb1", 150), ("lb2", 100)] {
+        let cfg = l
+            .write_config(
+                role,
+                &format!("{}{}", l.default_services(), Lab::vrrp_section(prio, "1s", v2)),
+            )
+            .unwrap();
+        l.start_agent(role, &lab::bin("LB_BIN", "lb").unwrap(), &cfg)
+            .unwrap();
+    }
+    wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
+    wait_state(&l, "lb2", "BACKUP", Duration::from_secs(5));
+    let src: std::net::IpAddr = lab::CLIENT4.parse().unwrap();
+    let dst: std::net::IpAddr = "224.0.0.18".parse().unwrap();
+    // Priority 254 from the client: accepted, it would take over.
+    let take_over = |vrid: u8, pass: &str| {
+        codec::encode(
+            &Advert {
+                version: Version::V2,
+                vrid,
+                priority: 254,
+                interval_cs: 100,
+                addrs: vec![VIP4.parse().unwrap()],
+            },
+            &Auth::pass(pass),
+            src,
+            dst,
+            false,
+        )
+    };
+    let mut bad_sum = take_over(51, "s3cret");
+    bad_sum[7] ^= 0x55;
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        ("ttl", take_over(51, "s3cret"), 254),
+        ("checksum", bad_sum, 255),
+        ("vrid", take_over(52, "s3cret"), 255),
+        ("auth_mismatch", take_over(51, "guess"), 255),
+        ("truncated", take_over(51, "s3cret")[..6].to_vec(), 255),
+    ];
+    for (reason, msg, ttl) in cases {
+        let before = drops(&l, "lb2")[reason].as_u64().unwrap();
+        for _ in 0..3 {
+            inject(&l, msg.clone(), ttl);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while drops(&l, "lb2")[reason].as_u64().unwrap() < before + 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            drops(&l, "lb2")[reason].as_u64().unwrap(),
+            before + 3,
+            "{reason}: {}",
+            drops(&l, "lb2")
+        );
+        assert!(drops(&l, "lb1")[reason].as_u64().unwrap() >= 3, "{reason}");
+    }
+    // Nothing changed: lb1 master, lb2 backup following lb1, over a few
+    // advert intervals.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(vrrp_state(&l, "lb1"), ("MASTER".into(), Lab::balancer_addr(1)));
+    assert_eq!(vrrp_state(&l, "lb2"), ("BACKUP".into(), Lab::balancer_addr(1)));
+    l.signal("lb2", libc::SIGTERM).unwrap();
+}
+
+/// Both balancers' states sampled for `span`: the longest stretch in which
+/// both were MASTER.
+fn longest_dual_master(l: &Lab, span: Duration) -> Duration {
+    let t0 = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut since: Option<Instant> = None;
+    while t0.elapsed() < span {
+        let now = Instant::now();
+        let both = vrrp_state(l, "lb1").0 == "MASTER" && vrrp_state(l, "lb2").0 == "MASTER";
+        match (both, since) {
+            (true, None) => since = Some(now),
+            (false, Some(s)) => {
+                worst = worst.max(now - s);
+                since = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = since {
+        worst = worst.max(Instant::now() - s);
+    }
+    worst
+}
+
+#[test]
+fn a_returning_master_preempts_without_two_masters() {
+    let name = "a_returning_master_preempts_without_two_masters";
+    if skip(name) {
+        return;
+    }
+    let mut l = pair("", "", None);
+    wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
+    l.signal("lb1", libc::SIGTERM).unwrap();
+    l.wait_exit("lb1", Duration::from_secs(5));
+    wait_state(&l, "lb2", "MASTER", Duration::from_secs(5));
+    let cfg = l.dir.join("lb1.toml");
+    l.start_agent_as("lb1", "lb1-again", &lab::bin("LB_BIN", "lb").unwrap(), &cfg, &[])
+        .unwrap();
+    // Starting, waiting Master_Down_Interval, preempting: all inside 4 s.
+    let dual = longest_dual_master(&l, Duration::from_secs(4));
+    println!("preemption: longest time with two masters {dual:?} (advert interval {INTERVAL})");
+    assert!(dual <= Duration::from_millis(250), "{dual:?}");
+    assert_eq!(vrrp_state(&l, "lb1").0, "MASTER");
+    assert_eq!(vrrp_state(&l, "lb2").0, "BACKUP");
+}
+
+#[test]
+fn tracked_interface_and_script_hand_over_and_notify_sees_every_transition() {
+    let name = "tracked_interface_and_script_hand_over_and_notify_sees_every_transition";
+    if skip(name) {
+        return;
+    }
+    let spec = LabSpec {
+        balancers: 2,
+        vrrp: true,
+        ..LabSpec::default()
+    };
+    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    let lb1 = l.ns("lb1");
+    // A tracked link of its own (a veth pair inside lb1).
+    netns::ip(&lb1, "link add trk0 type veth peer name trk1").unwrap();
+    netns::ip(&lb1, "link set trk1 up").unwrap();
+    netns::ip(&lb1, "link set trk0 up").unwrap();
+    let (code, log) = (l.dir.join("script"), l.dir.join("notify"));
+    std::fs::write(&code, "0").unwrap();
+    let extra1 = format!(
+        r#"track_interfaces = ["trk0"]
+track_scripts = [ {{ command = ["/bin/sh", "-c", "exit $(cat {})"], interval = "200ms", timeout = "100ms", weight = 60 }} ]
+notify = ["/bin/sh", "-c", "echo \"$1 $2 $3\" >> {}", "notify"]"#,
+        code.display(),
+        log.display()
+    );
+    let lb = lab::bin("LB_BIN", "lb").unwrap();
+    for (role, prio, extra) in [("lb1", 150, extra1.as_str()), ("lb2", 100, "")] {
+        let cfg = l
+            .write_config(
+                role,
+                &format!("{}{}", l.default_services(), Lab::vrrp_section(prio, INTERVAL, extra)),
+            )
+            .unwrap();
+        l.start_agent(role, &lb, &cfg).unwrap();
+    }
+    wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
+    // A tracked interface goes down: FAULT, the peer takes over.
+    netns::ip(&lb1, "link set trk0 down").unwrap();
+    wait_state(&l, "lb1", "FAULT", Duration::from_secs(2));
+    wait_state(&l, "lb2", "MASTER", Duration::from_secs(2));
+    netns::ip(&lb1, "link set trk0 up").unwrap();
+    wait_state(&l, "lb1", "MASTER", Duration::from_secs(5));
+    // The script fails: 150 - 60 = 90 < 100, lb2 preempts.
+    std::fs::write(&code, "1").unwrap();
+    wait_state(&l, "lb2", "MASTER", Duration::from_secs(5));
+    wait_state(&l, "lb1", "BACKUP", Duration::from_secs(2));
+    let v = lab::lb_show(&["vrrp", "--pin-dir", l.pin_dir("lb1").to_str().unwrap()]).unwrap();
+    assert_eq!(v["vrrp"][0]["effective_priority"], 90, "{v:#}");
+    assert_eq!(v["vrrp"][0]["priority"], 150);
+    std::fs::write(&code, "0").unwrap();
+    wait_state(&l, "lb1", "MASTER", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "VI_1 INIT BACKUP",
+            "VI_1 BACKUP MASTER",
+            "VI_1 MASTER FAULT",
+            "VI_1 FAULT BACKUP",
+            "VI_1 BACKUP MASTER",
+            "VI_1 MASTER BACKUP",
+            "VI_1 BACKUP MASTER",
+        ],
+        "notify calls in order"
+    );
+    let _ = &mut l;
+}
+
+#[test]
+fn an_ipv6_instance_moves_the_vip_with_neighbour_advertisements() {
+    let name = "an_ipv6_instance_moves_the_vip_with_neighbour_advertisements";
+    if skip(name) {
+        return;
+    }
+    let spec = LabSpec {
+        balancers: 2,
+        vrrp: true,
+        ..LabSpec::default()
+    };
+    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    let lb = lab::bin("LB_BIN", "lb").unwrap();
+    for (role, prio) in [("lb1", 150), ("lb2", 100)] {
+        let section = format!(
+            "[[vrrp]]\nname = \"VI_6\"\nvrid = 52\npriority = {prio}\nadvert_interval = \"{INTERVAL}\"\nvips = [\"{}/128\", \"{VIP4}/32\"]\n",
+            lab::VIP6
+        );
+        let cfg = l
+            .write_config(role, &format!("{}{section}", l.default_services()))
+            .unwrap();
+        l.start_agent(role, &lb, &cfg).unwrap();
+    }
+    wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
+    wait_state(&l, "lb2", "BACKUP", Duration::from_secs(5));
+    // The backup follows the master's link-local address.
+    let (_, master) = vrrp_state(&l, "lb2");
+    assert!(master.starts_with("fe80::"), "{master}");
+    let vip6: SocketAddr = format!("[{}]:80", lab::VIP6).parse().unwrap();
+    let ok = netns::in_ns(&l.ns("c"), move || lb_tests::http::get(vip6).is_ok()).unwrap();
+    assert!(ok);
+    let mac6 = |l: &Lab| {
+        let out = netns::ip(&l.ns("c"), &format!("-6 neigh show {} dev eth0", lab::VIP6)).unwrap();
+        let t = String::from_utf8_lossy(&out.stdout).to_string();
+        t.split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .unwrap_or("none")
+            .to_string()
+    };
+    assert_eq!(mac6(&l), l.mac("lb1").unwrap());
+    l.signal("lb1", libc::SIGKILL).unwrap();
+    wait_state(&l, "lb2", "MASTER", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(mac6(&l), l.mac("lb2").unwrap(), "unsolicited NA moved the client");
+    let ok = netns::in_ns(&l.ns("c"), move || lb_tests::http::get(vip6).is_ok()).unwrap();
+    assert!(ok);
 }

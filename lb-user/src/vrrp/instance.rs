@@ -40,6 +40,7 @@ const LINK_POLL: Duration = Duration::from_millis(200);
 pub type StatusMap = Arc<Mutex<Array<MapData, VrrpStatus>>>;
 
 /// What the instance needs from the host, resolved by the agent.
+#[derive(Clone)]
 pub struct Setup {
     pub cfg: Vrrp,
     pub slot: u32,

@@ -36,6 +36,18 @@ pub struct Transport {
     /// Unicast peers; empty = multicast.
     pub peers: Vec<IpAddr>,
     v6: bool,
+    ifindex: u32,
+}
+
+/// A socket address for `a`, with the interface as scope where IPv6 needs
+/// one (link-local and link-scope multicast).
+fn scoped(a: IpAddr, ifindex: u32) -> SocketAddr {
+    match a {
+        IpAddr::V6(v) if v.is_unicast_link_local() || v.is_multicast() => {
+            SocketAddr::V6(std::net::SocketAddrV6::new(v, 0, 0, ifindex))
+        }
+        a => SocketAddr::new(a, 0),
+    }
 }
 
 fn set_int(fd: i32, level: i32, name: i32, v: i32) -> io::Result<()> {
@@ -73,7 +85,7 @@ impl Transport {
         let tx = Socket::new(domain, Type::RAW, proto)?;
         tx.bind_device(Some(interface.as_bytes()))?;
         // Bound to our address, so adverts carry it as their source.
-        tx.bind(&SockAddr::from(SocketAddr::new(src, 0)))?;
+        tx.bind(&SockAddr::from(scoped(src, ifindex)))?;
         tx.set_nonblocking(true)?;
         if v6 {
             rx.join_multicast_v6(&MCAST_V6, ifindex)?;
@@ -110,6 +122,7 @@ impl Transport {
             src,
             peers,
             v6,
+            ifindex,
         })
     }
 
@@ -127,7 +140,7 @@ impl Transport {
 
     pub fn send(&self, dst: IpAddr, msg: &[u8]) -> io::Result<()> {
         self.tx
-            .send_to(msg, &SockAddr::from(SocketAddr::new(dst, 0)))
+            .send_to(msg, &SockAddr::from(scoped(dst, self.ifindex)))
             .map(drop)
     }
 
@@ -179,7 +192,8 @@ pub fn parse_v4(b: &[u8]) -> Result<Received, Malformed> {
 /// control messages.
 fn recv_v6(s: &Socket) -> io::Result<Result<Received, Malformed>> {
     let mut buf = [0u8; 2048];
-    let mut ctrl = [0u8; 256];
+    // u64s: control messages must be aligned for cmsghdr.
+    let mut ctrl = [0u64; 32];
     // SAFETY: a zeroed sockaddr_in6 / msghdr are valid starting values.
     let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
     let mut iov = libc::iovec {
@@ -192,7 +206,7 @@ fn recv_v6(s: &Socket) -> io::Result<Result<Received, Malformed>> {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = ctrl.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = ctrl.len();
+    msg.msg_controllen = std::mem::size_of_val(&ctrl);
     // SAFETY: every pointer in msg points at live buffers of the stated sizes.
     let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
     if n < 0 {
