@@ -273,16 +273,23 @@ fn with_keepalived(version: u8, ka_priority: u8, auth: bool) -> Lab {
         // master until our higher priority preempts it.
         wait_state(&l, "lb1", "MASTER", Duration::from_secs(15));
     }
-    let dir = l.dir.clone();
+    start_keepalived(&mut l, "lb2", "keepalived", version, ka_priority, auth);
+    l
+}
+
+/// Run keepalived's VRRP in balancer namespace `role` as process `name`:
+/// instance VI_1, VRID 51, the lab's IPv4 VIP, 200 ms (v3) or 1 s (v2).
+fn start_keepalived(l: &mut Lab, role: &str, name: &str, version: u8, priority: u8, auth: bool) {
+    let ka_int = if version == 2 { "1" } else { "0.2" };
     let auth_block = if auth {
         "    authentication {\n        auth_type PASS\n        auth_pass s3cret\n    }\n"
     } else {
         ""
     };
     let conf = format!(
-        "global_defs {{\n    router_id lb2\n    vrrp_version {version}\n}}\nvrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    priority {ka_priority}\n    advert_int {ka_int}\n{auth_block}    virtual_ipaddress {{\n        {VIP4}/32\n    }}\n}}\n"
+        "global_defs {{\n    router_id {role}\n    vrrp_version {version}\n}}\nvrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    priority {priority}\n    advert_int {ka_int}\n{auth_block}    virtual_ipaddress {{\n        {VIP4}/32\n    }}\n}}\n"
     );
-    let path = dir.join("keepalived.conf");
+    let path = l.dir.join(format!("{name}.conf"));
     std::fs::write(&path, conf).unwrap();
     let mut cmd = std::process::Command::new("keepalived");
     cmd.args([
@@ -295,16 +302,32 @@ fn with_keepalived(version: u8, ka_priority: u8, auth: bool) -> Lab {
     .arg("--use-file")
     .arg(&path)
     .arg("--pid")
-    .arg(dir.join("keepalived.pid.main"))
+    .arg(l.dir.join(format!("{name}.pid.main")))
     .arg("--vrrp_pid")
-    .arg(dir.join("keepalived.pid.vrrp"));
-    l.spawn("lb2", "keepalived", cmd).unwrap();
-    l
+    .arg(l.dir.join(format!("{name}.pid.vrrp")));
+    l.spawn(role, name, cmd).unwrap();
+}
+
+/// SIGKILL keepalived's VRRP process and then its parent: a crash, not a
+/// clean stop (a killed parent alone lets the child resign with priority 0).
+fn crash_keepalived(l: &Lab, name: &str) {
+    let vrrp_pid: i32 = std::fs::read_to_string(l.dir.join(format!("{name}.pid.vrrp")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) of the keepalived this test started.
+    unsafe { libc::kill(vrrp_pid, libc::SIGKILL) };
+    l.signal(name, libc::SIGKILL).unwrap();
 }
 
 /// keepalived's state, from its log (it logs every transition).
 fn keepalived_state(l: &Lab) -> &'static str {
-    let log = l.log("keepalived");
+    keepalived_state_of(l, "keepalived")
+}
+
+fn keepalived_state_of(l: &Lab, name: &str) -> &'static str {
+    let log = l.log(name);
     let m = log.rfind("Entering MASTER STATE");
     let b = log
         .rfind("Entering BACKUP STATE")
@@ -328,7 +351,7 @@ fn keepalived_interop(version: u8, auth: bool) {
     assert_eq!(keepalived_state(&l), "MASTER", "{}", l.log("keepalived"));
     wait_state(&l, "lb1", "BACKUP", wait);
     // Steady: nobody flaps for a while.
-    let steady = Duration::from_secs(if version == 2 { 10 } else { 5 });
+    let steady = Duration::from_secs(30);
     let t1 = Instant::now();
     while t1.elapsed() < steady {
         assert_eq!(vrrp_state(&l, "lb1").0, "BACKUP", "{}", l.log("lb1"));
@@ -342,16 +365,7 @@ fn keepalived_interop(version: u8, auth: bool) {
         d["dropped"].as_object().unwrap().values().all(|v| v == 0),
         "our agent rejected keepalived's adverts: {d:#}"
     );
-    // SIGKILL its VRRP process first: a killed parent would let the child
-    // resign cleanly (priority 0), which is not a crash.
-    let vrrp_pid: i32 = std::fs::read_to_string(l.dir.join("keepalived.pid.vrrp"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: kill(2) of the keepalived this test started.
-    unsafe { libc::kill(vrrp_pid, libc::SIGKILL) };
-    l.signal("keepalived", libc::SIGKILL).unwrap();
+    crash_keepalived(&l, "keepalived");
     let took = wait_state(&l, "lb1", "MASTER", wait);
     println!("keepalived v{version} (master) killed: our agent MASTER after {took:?}");
     drop(l);
@@ -404,7 +418,8 @@ fn inject(l: &Lab, msg: Vec<u8>, ttl: u32) {
     netns::in_ns(&l.ns("c"), move || {
         use socket2::{Domain, Protocol, SockAddr, Socket, Type};
         let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
-        s.set_multicast_if_v4(&lab::CLIENT4.parse().unwrap()).unwrap();
+        s.set_multicast_if_v4(&lab::CLIENT4.parse().unwrap())
+            .unwrap();
         s.set_multicast_ttl_v4(ttl).unwrap();
         let dst: SocketAddr = "224.0.0.18:0".parse().unwrap();
         s.send_to(&msg, &SockAddr::from(dst)).unwrap();
@@ -436,7 +451,11 @@ fn hostile_adverts_are_dropped_counted_and_change_nothing() {
         let cfg = l
             .write_config(
                 role,
-                &format!("{}{}", l.default_services(), Lab::vrrp_section(prio, "1s", v2)),
+                &format!(
+                    "{}{}",
+                    l.default_services(),
+                    Lab::vrrp_section(prio, "1s", v2)
+                ),
             )
             .unwrap();
         l.start_agent(role, &lab::bin("LB_BIN", "lb").unwrap(), &cfg)
@@ -491,8 +510,14 @@ fn hostile_adverts_are_dropped_counted_and_change_nothing() {
     // Nothing changed: lb1 master, lb2 backup following lb1, over a few
     // advert intervals.
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(vrrp_state(&l, "lb1"), ("MASTER".into(), Lab::balancer_addr(1)));
-    assert_eq!(vrrp_state(&l, "lb2"), ("BACKUP".into(), Lab::balancer_addr(1)));
+    assert_eq!(
+        vrrp_state(&l, "lb1"),
+        ("MASTER".into(), Lab::balancer_addr(1))
+    );
+    assert_eq!(
+        vrrp_state(&l, "lb2"),
+        ("BACKUP".into(), Lab::balancer_addr(1))
+    );
     l.signal("lb2", libc::SIGTERM).unwrap();
 }
 
@@ -532,8 +557,14 @@ fn a_returning_master_preempts_without_two_masters() {
     l.wait_exit("lb1", Duration::from_secs(5));
     wait_state(&l, "lb2", "MASTER", Duration::from_secs(5));
     let cfg = l.dir.join("lb1.toml");
-    l.start_agent_as("lb1", "lb1-again", &lab::bin("LB_BIN", "lb").unwrap(), &cfg, &[])
-        .unwrap();
+    l.start_agent_as(
+        "lb1",
+        "lb1-again",
+        &lab::bin("LB_BIN", "lb").unwrap(),
+        &cfg,
+        &[],
+    )
+    .unwrap();
     // Starting, waiting Master_Down_Interval, preempting: all inside 4 s.
     let dual = longest_dual_master(&l, Duration::from_secs(4));
     println!("preemption: longest time with two masters {dual:?} (advert interval {INTERVAL})");
@@ -573,7 +604,11 @@ notify = ["/bin/sh", "-c", "echo \"$1 $2 $3\" >> {}", "notify"]"#,
         let cfg = l
             .write_config(
                 role,
-                &format!("{}{}", l.default_services(), Lab::vrrp_section(prio, INTERVAL, extra)),
+                &format!(
+                    "{}{}",
+                    l.default_services(),
+                    Lab::vrrp_section(prio, INTERVAL, extra)
+                ),
             )
             .unwrap();
         l.start_agent(role, &lb, &cfg).unwrap();
@@ -660,7 +695,129 @@ fn an_ipv6_instance_moves_the_vip_with_neighbour_advertisements() {
     l.signal("lb1", libc::SIGKILL).unwrap();
     wait_state(&l, "lb2", "MASTER", Duration::from_secs(3));
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(mac6(&l), l.mac("lb2").unwrap(), "unsolicited NA moved the client");
+    assert_eq!(
+        mac6(&l),
+        l.mac("lb2").unwrap(),
+        "unsolicited NA moved the client"
+    );
     let ok = netns::in_ns(&l.ns("c"), move || lb_tests::http::get(vip6).is_ok()).unwrap();
     assert!(ok);
+}
+
+#[test]
+fn a_heartbeat_path_keeps_the_backup_from_a_split_brain() {
+    let name = "a_heartbeat_path_keeps_the_backup_from_a_split_brain";
+    if skip(name) || !require::command(name, "nft") {
+        return;
+    }
+    let spec = LabSpec {
+        balancers: 2,
+        vrrp: true,
+        ..LabSpec::default()
+    };
+    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    // A second, direct link between the balancers.
+    let (n1, n2) = (l.ns("lb1"), l.ns("lb2"));
+    netns::ip(
+        &n1,
+        &format!("link add hb0 type veth peer name hb0 netns {n2}"),
+    )
+    .unwrap();
+    for (ns, a) in [(&n1, "192.0.2.1/24"), (&n2, "192.0.2.2/24")] {
+        netns::ip(ns, &format!("addr add {a} dev hb0")).unwrap();
+        netns::ip(ns, "link set hb0 up").unwrap();
+    }
+    let hb = r#"heartbeat_paths = [ { interface = "hb0" } ]"#;
+    let lb = lab::bin("LB_BIN", "lb").unwrap();
+    for (role, prio) in [("lb1", 150), ("lb2", 100)] {
+        let cfg = l
+            .write_config(
+                role,
+                &format!(
+                    "{}{}",
+                    l.default_services(),
+                    Lab::vrrp_section(prio, INTERVAL, hb)
+                ),
+            )
+            .unwrap();
+        l.start_agent(role, &lb, &cfg).unwrap();
+        if role == "lb1" {
+            wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
+        }
+    }
+    wait_state(&l, "lb2", "BACKUP", Duration::from_secs(5));
+    let nft = |rule: &str| {
+        let mut args = vec!["nft"];
+        args.extend(rule.split(' '));
+        netns::exec(&n2, &args).unwrap();
+    };
+    nft("add table inet lab");
+    nft("add chain inet lab input { type filter hook input priority 0 ; }");
+    // The client-facing link stops carrying VRRP to lb2...
+    nft("add rule inet lab input iifname eth0 ip protocol 112 drop");
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            vrrp_state(&l, "lb2").0,
+            "BACKUP",
+            "adverts on the heartbeat path must keep lb2 backup"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(vrrp_state(&l, "lb2").1, "192.0.2.1");
+    // ...and once the heartbeat path fails too, it is a partition: lb2
+    // takes over (the split brain the README describes).
+    nft("add rule inet lab input iifname hb0 ip protocol 112 drop");
+    wait_state(&l, "lb2", "MASTER", Duration::from_secs(3));
+    let _ = &mut l;
+}
+
+/// The same topology with keepalived on both balancers: the reference our
+/// failover times are compared with in the issue notes.
+#[test]
+fn keepalived_pair_reference_failover() {
+    let name = "keepalived_pair_reference_failover";
+    if skip(name) || !require::command(name, "keepalived") {
+        return;
+    }
+    let spec = LabSpec {
+        balancers: 2,
+        vrrp: true,
+        ..LabSpec::default()
+    };
+    let wait_master = |l: &Lab, n: &str, t: Duration| {
+        let t0 = Instant::now();
+        while keepalived_state_of(l, n) != "MASTER" && t0.elapsed() < t {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(keepalived_state_of(l, n), "MASTER", "{}", l.log(n));
+        t0.elapsed()
+    };
+    for crash in [true, false] {
+        let mut l = Lab::up(
+            spec.clone(),
+            &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(),
+            false,
+        )
+        .unwrap();
+        start_keepalived(&mut l, "lb1", "ka1", 3, 150, false);
+        wait_master(&l, "ka1", Duration::from_secs(10));
+        start_keepalived(&mut l, "lb2", "ka2", 3, 100, false);
+        std::thread::sleep(Duration::from_secs(2));
+        assert_ne!(keepalived_state_of(&l, "ka2"), "MASTER");
+        if crash {
+            crash_keepalived(&l, "ka1");
+        } else {
+            l.signal("ka1", libc::SIGTERM).unwrap();
+        }
+        let took = wait_master(&l, "ka2", Duration::from_secs(5));
+        println!(
+            "keepalived pair, v3 200 ms adverts: master {} -> backup MASTER after {took:?}",
+            if crash {
+                "crashed (SIGKILL)"
+            } else {
+                "stopped (SIGTERM)"
+            }
+        );
+    }
 }

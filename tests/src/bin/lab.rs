@@ -92,7 +92,11 @@ fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
     );
     println!("Inspect a balancer (reads its pinned maps):");
     println!("  {} show backends -c {}", lb.display(), cfg.display());
-    println!("  {} show vrrp -c {}     # lb1 is MASTER, lb2 BACKUP", lb.display(), cfg.display());
+    println!(
+        "  {} show vrrp -c {}     # lb1 is MASTER, lb2 BACKUP",
+        lb.display(),
+        cfg.display()
+    );
     println!(
         "Fail over: kill lb1's agent and watch lb2 take the VIP:\n  kill $(cat {}) ; {} show vrrp -c {}",
         l.dir.join("lb1.pid").display(),
