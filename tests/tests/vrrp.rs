@@ -247,11 +247,7 @@ fn with_keepalived(version: u8, ka_priority: u8, auth: bool) -> Lab {
         ..LabSpec::default()
     };
     let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
-    let (interval, ka_int) = if version == 2 {
-        ("1s", "1")
-    } else {
-        ("200ms", "0.2")
-    };
+    let interval = if version == 2 { "1s" } else { "200ms" };
     let ours = format!(
         "version = {version}\n{}",
         if auth { "auth_pass = \"s3cret\"" } else { "" }
