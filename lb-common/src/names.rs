@@ -47,7 +47,8 @@ pub const PROG_BENCH_FLOOR: &str = "bench_floor";
 
 /// Default pin directory. Versioned: bump when a map layout changes, since a
 /// reused pin with a different layout fails to load ("parameter mismatch").
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb/v1";
+/// v2: REASON_STATS grew pass_standby.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb/v2";
 /// The pinned XDP link, inside the pin directory.
 pub const LINK_PIN: &str = "link";
 

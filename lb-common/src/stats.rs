@@ -25,9 +25,12 @@ pub enum Reason {
     DropNoBackend = 9,
     /// The backend's egress interface is missing from the devmap.
     DropNoRoute = 10,
+    /// A VIP this balancer does not hold now (VRRP backup): left to the
+    /// kernel, which does not own the address either.
+    PassStandby = 11,
 }
 
-pub const REASON_COUNT: u32 = 11;
+pub const REASON_COUNT: u32 = 12;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -42,6 +45,7 @@ impl Reason {
         Reason::FwdFlowMiss,
         Reason::DropNoBackend,
         Reason::DropNoRoute,
+        Reason::PassStandby,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Reason {
             Reason::FwdFlowMiss => "fwd_flow_miss",
             Reason::DropNoBackend => "drop_no_backend",
             Reason::DropNoRoute => "drop_no_route",
+            Reason::PassStandby => "pass_standby",
         }
     }
 }

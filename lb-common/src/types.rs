@@ -19,6 +19,10 @@ pub const HASH_5TUPLE: u8 = 0;
 pub const HASH_SRC_IP: u8 = 1;
 pub const HASH_SRC_IP_DST_PORT: u8 = 2;
 
+/// `ServiceMeta::flags`: the VIP belongs to a VRRP instance that is not
+/// master here; its packets pass untouched.
+pub const SERVICE_STANDBY: u32 = 1;
+
 /// A table entry that names no backend.
 pub const NO_BACKEND: u32 = u32::MAX;
 

@@ -1,7 +1,9 @@
 //! Per packet: service lookup, flow table, backend selection.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{Backend, FlowValue, NO_BACKEND, Reason, ServiceKey, ServiceMeta, flow_hash};
+use lb_common::{
+    Backend, FlowValue, NO_BACKEND, Reason, SERVICE_STANDBY, ServiceKey, ServiceMeta, flow_hash,
+};
 
 use crate::{
     forward,
@@ -22,6 +24,10 @@ pub fn balance(ctx: &XdpContext) -> u32 {
         stats::reason(Reason::PassNotVip);
         return xdp_action::XDP_PASS;
     };
+    if svc.flags & SERVICE_STANDBY != 0 {
+        stats::reason(Reason::PassStandby);
+        return xdp_action::XDP_PASS;
+    }
     let Some((id, backend)) = pick(&p.key, &svc) else {
         stats::reason(Reason::DropNoBackend);
         return xdp_action::XDP_DROP;

@@ -68,7 +68,8 @@ pub async fn run(opts: Options) -> Result<()> {
     a.down_services = Some(down_tx);
     refresh_host(&net, &a.cfg, &mut a.host).await;
     a.sync();
-    let vrrp = match vrrp_run::start(&mut bpf, &net, &a.cfg, down_rx).await {
+    let (master_tx, mut masters) = mpsc::unbounded_channel();
+    let vrrp = match vrrp_run::start(&mut bpf, &net, &a.cfg, down_rx, master_tx).await {
         Ok(v) => v,
         Err(e) => {
             drop(a);
@@ -101,6 +102,18 @@ pub async fn run(opts: Options) -> Result<()> {
                 }
             }
             _ = sleep_until(ramp), if ramp.is_some() => a.sync(),
+            Some((i, master, ack)) = masters.recv() => {
+                // Only the master forwards its VIPs' traffic.
+                if master {
+                    a.host.vrrp_master.insert(i);
+                } else {
+                    a.host.vrrp_master.remove(&i);
+                }
+                a.sync();
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
             _ = tick.tick() => {
                 refresh_host(&net, &a.cfg, &mut a.host).await;
                 // Also restarts a check task that died.

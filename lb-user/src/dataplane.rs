@@ -12,7 +12,7 @@ use std::{
 use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError};
 use lb_common::{
     BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth, NO_BACKEND,
-    ServiceKey, ServiceMeta, names,
+    SERVICE_STANDBY, ServiceKey, ServiceMeta, names,
 };
 use thiserror::Error;
 
@@ -266,6 +266,7 @@ impl Dataplane {
         meta.scheduler = d.scheduler;
         meta.forward = d.forward;
         meta.hash_fields = d.hash_fields;
+        meta.flags = if d.standby { SERVICE_STANDBY } else { 0 };
         let active = (s.meta.active_slot & 1) as usize;
         let table_changed = s.slots[active].as_ref() != Some(&table);
         if table_changed {

@@ -45,7 +45,7 @@ enum Command {
     },
     /// Show the live state from the pinned maps (works while the agent is down).
     #[command(
-        after_help = "Examples:\n  lb show services\n  lb show backends -c /etc/lb/lb.toml\n  lb show table 203.0.113.10:80/tcp --json\n  lb show flows --pin-dir /sys/fs/bpf/lb/v1 --limit 50"
+        after_help = "Examples:\n  lb show services\n  lb show backends -c /etc/lb/lb.toml\n  lb show table 203.0.113.10:80/tcp --json\n  lb show flows --pin-dir /sys/fs/bpf/lb/v2 --limit 50"
     )]
     Show {
         #[command(subcommand)]
@@ -53,7 +53,7 @@ enum Command {
         /// Find the pins from this agent config ([agent] pin_dir).
         #[arg(short, long, global = true)]
         config: Option<PathBuf>,
-        /// The pin directory (default /sys/fs/bpf/lb/v1).
+        /// The pin directory (default /sys/fs/bpf/lb/v2).
         #[arg(long, global = true, conflicts_with = "config")]
         pin_dir: Option<PathBuf>,
         /// JSON instead of a table.

@@ -26,6 +26,8 @@ pub struct DesiredService {
     pub scheduler: u8,
     pub forward: u8,
     pub hash_fields: u8,
+    /// The VIP is VRRP-managed and not held here: pass its packets.
+    pub standby: bool,
     pub backends: Vec<DesiredBackend>,
 }
 
@@ -72,6 +74,22 @@ pub struct HostView {
     pub health: HashMap<Key, Health>,
     /// When a backend without a check was first seen (its warmup start).
     pub added: HashMap<Key, Instant>,
+    /// VRRP instances (by config index) that are master here.
+    pub vrrp_master: std::collections::HashSet<usize>,
+}
+
+/// Whether `vip` is moved by a VRRP instance that is not master here.
+fn standby(cfg: &Config, host: &HostView, vip: IpAddr) -> bool {
+    let mut managed = false;
+    for (i, v) in cfg.vrrp.iter().enumerate() {
+        if v.vips.iter().any(|x| x.addr == vip) {
+            if host.vrrp_master.contains(&i) {
+                return false;
+            }
+            managed = true;
+        }
+    }
+    managed
 }
 
 /// The interface each backend is reached through.
@@ -144,6 +162,7 @@ pub fn desired(cfg: &Config, host: &HostView, now: Instant) -> Vec<DesiredServic
             scheduler: SCHED_MAGLEV,
             forward: FORWARD_DR,
             hash_fields: s.hash_fields,
+            standby: standby(cfg, host, s.vip),
             backends: s
                 .backends
                 .iter()

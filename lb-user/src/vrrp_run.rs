@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 use crate::{
     config::Config,
     neigh::Net,
-    vrrp::instance::{Instance, Setup, Stop},
+    vrrp::instance::{Instance, MasterTx, Setup, Stop},
 };
 
 pub struct Running {
@@ -48,6 +48,7 @@ pub async fn start(
     net: &Net,
     cfg: &Config,
     down: watch::Receiver<BTreeSet<String>>,
+    master_tx: MasterTx,
 ) -> Result<Running> {
     let map = bpf
         .take_map(names::VRRP)
@@ -91,7 +92,7 @@ pub async fn start(
             primary,
             paths,
         };
-        let inst = open_when_ready(setup, net, &map)
+        let inst = open_when_ready(setup, net, &map, &master_tx)
             .await
             .with_context(|| format!("VRRP instance {}: opening its sockets", v.name))?;
         let (tx, rx) = oneshot::channel();
@@ -108,10 +109,11 @@ async fn open_when_ready(
     setup: Setup,
     net: &Net,
     map: &crate::vrrp::instance::StatusMap,
+    master_tx: &MasterTx,
 ) -> std::io::Result<Instance> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match Instance::new(setup.clone(), net.handle(), map.clone()) {
+        match Instance::new(setup.clone(), net.handle(), map.clone(), master_tx.clone()) {
             Err(e)
                 if e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
                     && tokio::time::Instant::now() < deadline =>

@@ -19,6 +19,8 @@ use crate::{http, netns};
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub at: Instant,
+    /// When the answer (or the error) came.
+    pub done: Instant,
     /// The answering backend's name, or the error.
     pub result: Result<String, String>,
 }
@@ -48,7 +50,11 @@ impl Traffic {
                 {
                     let at = Instant::now();
                     let result = http::get(vip).map_err(|e| format!("{e:#}"));
-                    out.push(Sample { at, result });
+                    out.push(Sample {
+                        at,
+                        done: Instant::now(),
+                        result,
+                    });
                     if let Some(rest) = every.checked_sub(at.elapsed()) {
                         std::thread::sleep(rest);
                     }
@@ -84,4 +90,19 @@ pub fn share(samples: &[&Sample], name: &str) -> f64 {
         .filter(|s| s.result.as_deref() == Ok(name))
         .count() as f64
         / samples.len() as f64
+}
+
+/// The longest time without a successful answer: between consecutive
+/// answers, however the requests in between failed or waited.
+pub fn longest_silence(s: &[Sample]) -> std::time::Duration {
+    let mut done: Vec<Instant> = s
+        .iter()
+        .filter(|x| x.result.is_ok())
+        .map(|x| x.done)
+        .collect();
+    done.sort();
+    done.windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
 }

@@ -48,6 +48,7 @@ fn service(name: &str, backends: Vec<DesiredBackend>) -> DesiredService {
         scheduler: SCHED_MAGLEV,
         forward: FORWARD_DR,
         hash_fields: HASH_5TUPLE,
+        standby: false,
         backends,
     }
 }
@@ -81,6 +82,14 @@ fn harness() -> Harness {
             "203.0.113.20:0/tcp",
             vec![backend("198.51.100.11", 1, Some(M1))],
         ),
+        // Held by a VRRP peer: this balancer is backup for it.
+        DesiredService {
+            standby: true,
+            ..service(
+                "203.0.113.30:80/tcp",
+                vec![backend("198.51.100.11", 1, Some(M1))],
+            )
+        },
     ])
     .expect("apply");
     h
@@ -243,6 +252,14 @@ fn cases() -> Vec<Case> {
         verdict: XDP_DROP,
         output: None,
         reason: Reason::DropNoBackend,
+    });
+    let standby = Frame::tcp("198.51.100.2", 40000, "203.0.113.30", 80).build();
+    v.push(Case {
+        what: "VIP of a VRRP instance that is backup here",
+        input: standby,
+        verdict: XDP_PASS,
+        output: None,
+        reason: Reason::PassStandby,
     });
     let any_port = Frame::tcp("198.51.100.2", 40000, "203.0.113.20", 8443).build();
     v.push(Case {
@@ -503,6 +520,13 @@ fn reapplying_the_same_state_writes_nothing() {
             "203.0.113.20:0/tcp",
             vec![backend("198.51.100.11", 1, Some(M1))],
         ),
+        DesiredService {
+            standby: true,
+            ..service(
+                "203.0.113.30:80/tcp",
+                vec![backend("198.51.100.11", 1, Some(M1))],
+            )
+        },
     ];
     h.dp.apply(&svc).unwrap();
     assert_eq!(
@@ -530,6 +554,7 @@ fn hash_src_ip_sends_all_of_a_clients_flows_to_one_backend() {
     for (fields, want_one) in [(lb_common::HASH_SRC_IP, true), (HASH_5TUPLE, false)] {
         h.dp.apply(&[DesiredService {
             hash_fields: fields,
+            standby: false,
             ..service("203.0.113.10:80/tcp", backends.clone())
         }])
         .unwrap();

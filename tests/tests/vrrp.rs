@@ -95,23 +95,6 @@ fn client_vip_mac(l: &Lab) -> String {
         .to_string()
 }
 
-/// Longest run of failed requests, from the first failure to the next success.
-fn longest_gap(samples: &[lb_tests::traffic::Sample]) -> Duration {
-    let mut gap = Duration::ZERO;
-    let mut start: Option<Instant> = None;
-    for s in samples {
-        match (&s.result, start) {
-            (Err(_), None) => start = Some(s.at),
-            (Ok(_), Some(t)) => {
-                gap = gap.max(s.at - t);
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    gap
-}
-
 #[test]
 fn killing_the_master_moves_the_vip_and_it_comes_back_with_preempt() {
     let name = "killing_the_master_moves_the_vip_and_it_comes_back_with_preempt";
@@ -129,14 +112,18 @@ fn killing_the_master_moves_the_vip_and_it_comes_back_with_preempt() {
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(client_vip_mac(&l), l.mac("lb1").unwrap());
+    // The master node dies: its agent is killed and its link goes down (a
+    // killed agent alone leaves its pinned XDP program forwarding).
     let killed = Instant::now();
     l.signal("lb1", libc::SIGKILL).unwrap();
+    netns::ip(&l.ns("lb1"), "link set eth0 down").unwrap();
     let took = wait_state(&l, "lb2", "MASTER", Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(2));
     let samples = traffic.stop();
-    let gap = longest_gap(&samples);
+    let gap = lb_tests::traffic::longest_silence(&samples);
     println!(
-        "SIGKILL of the master: lb2 MASTER after {took:?}; longest client gap {gap:?} (Master_Down_Interval {MASTER_DOWN_LB2:?})"
+        "master node down (agent SIGKILL + link down): lb2 MASTER after {took:?}; longest client gap {gap:?} \
+         (Master_Down_Interval {MASTER_DOWN_LB2:?}; requests every 50 ms, 2 s connect timeout)"
     );
     assert!(took <= MASTER_DOWN_LB2 + Duration::from_secs(1), "{took:?}");
     assert!(gap <= MASTER_DOWN_LB2 + Duration::from_secs(1), "{gap:?}");
@@ -148,6 +135,7 @@ fn killing_the_master_moves_the_vip_and_it_comes_back_with_preempt() {
     assert!(after.len() > 10 && after.iter().all(|s| s.result.is_ok()));
 
     // lb1 returns (same pins, restarted agent) and, preempting, takes over.
+    netns::ip(&l.ns("lb1"), "link set eth0 up").unwrap();
     let cfg = l.dir.join("lb1.toml");
     l.start_agent_as(
         "lb1",
@@ -816,4 +804,36 @@ fn keepalived_pair_reference_failover() {
             }
         );
     }
+}
+
+#[test]
+fn a_backup_does_not_forward_vip_traffic_until_it_is_master() {
+    let name = "a_backup_does_not_forward_vip_traffic_until_it_is_master";
+    if skip(name) {
+        return;
+    }
+    let l = pair("", "", None);
+    wait_state(&l, "lb2", "BACKUP", Duration::from_secs(5));
+    // Send the client's VIP traffic to the backup's MAC anyway.
+    let lb2_mac = l.mac("lb2").unwrap();
+    netns::ip(
+        &l.ns("c"),
+        &format!("neigh replace {VIP4} lladdr {lb2_mac} dev eth0 nud permanent"),
+    )
+    .unwrap();
+    let stats = |role: &str| {
+        lab::lb_show(&["stats", "--pin-dir", l.pin_dir(role).to_str().unwrap()]).unwrap()["reasons"]
+            ["pass_standby"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = stats("lb2");
+    let answered = netns::in_ns(&l.ns("c"), || lb_tests::http::get(vip()).is_ok()).unwrap();
+    assert!(!answered, "a backup must not forward VIP traffic");
+    assert!(stats("lb2") > before, "counted as pass_standby");
+    // Once it is master, the same frames are served.
+    l.signal("lb1", libc::SIGTERM).unwrap();
+    wait_state(&l, "lb2", "MASTER", Duration::from_secs(3));
+    let answered = netns::in_ns(&l.ns("c"), || lb_tests::http::get(vip()).is_ok()).unwrap();
+    assert!(answered);
 }

@@ -56,8 +56,14 @@ pub struct Setup {
 /// out and its VIPs are gone.
 pub type Stop = oneshot::Sender<oneshot::Sender<()>>;
 
+/// (instance index, is master, ack) for the data plane. On becoming master
+/// the instance waits for the ack: the data plane forwards the VIPs'
+/// traffic before anyone is told to send it here.
+pub type MasterTx = mpsc::UnboundedSender<(usize, bool, Option<oneshot::Sender<()>>)>;
+
 pub struct Instance {
     s: Setup,
+    master_tx: MasterTx,
     m: Machine,
     transports: Vec<Arc<Transport>>,
     announcer: Announcer,
@@ -96,7 +102,12 @@ async fn sleep_until(t: Option<Instant>) {
 }
 
 impl Instance {
-    pub fn new(s: Setup, net: Handle, map: StatusMap) -> std::io::Result<Self> {
+    pub fn new(
+        s: Setup,
+        net: Handle,
+        map: StatusMap,
+        master_tx: MasterTx,
+    ) -> std::io::Result<Self> {
         let cfg = &s.cfg;
         let mut transports = vec![Arc::new(Transport::open(
             &cfg.interface,
@@ -142,6 +153,7 @@ impl Instance {
             },
             auth,
             s,
+            master_tx,
             m,
             transports,
             announcer,
@@ -380,12 +392,25 @@ impl Instance {
             match a {
                 Action::SendAdvert { priority } => self.send_advert(priority),
                 Action::TakeVips => {
+                    let (ack, ready) = oneshot::channel();
+                    if self
+                        .master_tx
+                        .send((self.s.slot as usize, true, Some(ack)))
+                        .is_ok()
+                        && tokio::time::timeout(Duration::from_secs(1), ready)
+                            .await
+                            .is_err()
+                    {
+                        tracing::warn!(instance = %self.s.cfg.name, "data plane slow to take the VIPs");
+                    }
                     for v in self.s.cfg.vips.clone() {
                         if let Err(e) = addrs::add(&self.net, self.s.ifindex, v).await {
                             tracing::error!(instance = %self.s.cfg.name, vip = %v.addr, error = %e, "adding a VIP failed");
                         }
                     }
+                    // The first announcement goes out now, the rest on schedule.
                     self.start_announcing();
+                    self.announce_round();
                 }
                 Action::RemoveVips => {
                     self.garp_at = None;
@@ -405,6 +430,9 @@ impl Instance {
                         "VRRP transition"
                     );
                     self.status.transitions += 1;
+                    if to != State::Master {
+                        let _ = self.master_tx.send((self.s.slot as usize, false, None));
+                    }
                     self.status.last_change_ms = now_ms();
                     if let Some(cmd) = &self.s.cfg.notify {
                         notify(cmd.clone(), &self.s.cfg.name, from, to);

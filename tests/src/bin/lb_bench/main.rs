@@ -84,6 +84,7 @@ fn packets_and_tables() -> Result<()> {
         scheduler: SCHED_MAGLEV,
         forward: FORWARD_DR,
         hash_fields: HASH_5TUPLE,
+        standby: false,
         backends,
     }])?;
     let syn = frames("203.0.113.10", lb_tests::frame::SYN);
