@@ -17,6 +17,9 @@ pub const SERVICE_STATS: &str = "SERVICE_STATS";
 /// Per-CPU packets/bytes per backend id.
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
 
+/// Per-CPU position in each service's wrr sequence, by service id.
+pub const RR_STATE: &str = "RR_STATE";
+
 /// Backend id -> BackendHealth: check results for `lb show` (agent-only).
 pub const HEALTH: &str = "HEALTH";
 
@@ -24,7 +27,7 @@ pub const HEALTH: &str = "HEALTH";
 pub const VRRP: &str = "VRRP";
 
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 11] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -35,6 +38,7 @@ pub const ALL_MAPS: [&str; 10] = [
     BACKEND_STATS,
     HEALTH,
     VRRP,
+    RR_STATE,
 ];
 
 /// The XDP entry point.
@@ -47,7 +51,7 @@ pub const PROG_BENCH_FLOOR: &str = "bench_floor";
 
 /// Default pin directory. Versioned: bump when a map layout changes, since a
 /// reused pin with a different layout fails to load ("parameter mismatch").
-/// v2: REASON_STATS grew pass_standby.
+/// v2: REASON_STATS grew pass_standby; ServiceMeta grew per-slot lengths.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb/v2";
 /// The pinned XDP link, inside the pin directory.
 pub const LINK_PIN: &str = "link";

@@ -10,6 +10,12 @@ pub const PROTO_UDP: u8 = 17;
 
 /// `ServiceMeta::scheduler`.
 pub const SCHED_MAGLEV: u8 = 0;
+/// Consistent-hash ring: the slot holds sorted (point, backend) pairs.
+pub const SCHED_RING: u8 = 1;
+/// Smooth weighted round robin over the slot's sequence (per-CPU position).
+pub const SCHED_WRR: u8 = 2;
+/// A uniformly random position in the slot's weighted sequence.
+pub const SCHED_RANDOM: u8 = 3;
 
 /// `ServiceMeta::forward`.
 pub const FORWARD_DR: u8 = 0;
@@ -56,6 +62,9 @@ pub struct ServiceMeta {
     /// 0 or 1: the slot new flows are looked up in.
     pub active_slot: u32,
     pub flags: u32,
+    /// Entries in use in each slot: M for Maglev, twice the points for the
+    /// ring, the sequence length for wrr and random.
+    pub len: [u32; 2],
     pub scheduler: u8,
     pub forward: u8,
     pub hash_fields: u8,
@@ -63,10 +72,20 @@ pub struct ServiceMeta {
 }
 
 impl ServiceMeta {
-    /// TABLES index of entry `hash` in the active slot.
+    /// TABLES index of the active slot's first entry.
     #[inline(always)]
-    pub const fn table_index(&self, hash: u32) -> u32 {
-        self.table_base + (self.active_slot & 1) * self.table_size + hash % self.table_size
+    pub const fn active_base(&self) -> u32 {
+        self.table_base + (self.active_slot & 1) * self.table_size
+    }
+
+    /// Entries in use in the active slot.
+    #[inline(always)]
+    pub const fn active_len(&self) -> u32 {
+        if self.active_slot & 1 == 0 {
+            self.len[0]
+        } else {
+            self.len[1]
+        }
     }
 }
 
@@ -141,7 +160,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         // Pod derive already refuses padding; these pin the sizes the kernel sees.
         assert_eq!(size_of::<ServiceKey>(), 20);
-        assert_eq!(size_of::<ServiceMeta>(), 24);
+        assert_eq!(size_of::<ServiceMeta>(), 32);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowValue>(), 8);
         assert_eq!(size_of::<Backend>(), 48);

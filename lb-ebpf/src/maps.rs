@@ -44,3 +44,7 @@ pub static HEALTH: Array<BackendHealth> = Array::pinned(DEFAULT_MAX_BACKENDS, 0)
 // User space only as well: VRRP instance status for `lb show vrrp`.
 #[map]
 pub static VRRP: Array<VrrpStatus> = Array::pinned(MAX_VRRP, 0);
+
+// Where each service's wrr walk is, per CPU (no atomics on the fast path).
+#[map]
+pub static RR_STATE: PerCpuArray<u32> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);

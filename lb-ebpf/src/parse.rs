@@ -26,6 +26,8 @@ const IPV6_EXT_HEADERS: [u8; 9] = [0, 43, 44, 50, 51, 60, 135, 139, 140];
 
 pub struct Parsed {
     pub key: FlowKey,
+    /// A connection's first packet: TCP SYN without ACK, or any UDP datagram.
+    pub opening: bool,
     /// Offset of the IP header (after Ethernet and any VLAN tag).
     pub l3_off: usize,
 }
@@ -59,12 +61,13 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
         _ => return Err(Reason::PassNotIp),
     };
     key.proto = proto;
-    match proto {
+    let opening = match proto {
         PROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, l4_off)?;
             unsafe {
                 key.sport = u16::from_be_bytes((*tcp).source);
                 key.dport = u16::from_be_bytes((*tcp).dest);
+                (*tcp).syn() != 0 && (*tcp).ack() == 0
             }
         }
         PROTO_UDP => {
@@ -73,10 +76,15 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
                 key.sport = u16::from_be_bytes((*udp).src);
                 key.dport = u16::from_be_bytes((*udp).dst);
             }
+            true
         }
         _ => return Err(Reason::PassUnknownL4),
-    }
-    Ok(Parsed { key, l3_off })
+    };
+    Ok(Parsed {
+        key,
+        opening,
+        l3_off,
+    })
 }
 
 #[inline(always)]

@@ -12,7 +12,7 @@ use std::{
 use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError};
 use lb_common::{
     BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth, NO_BACKEND,
-    SERVICE_STANDBY, ServiceKey, ServiceMeta, names,
+    SCHED_RING, SERVICE_STANDBY, ServiceKey, ServiceMeta, names,
 };
 use thiserror::Error;
 
@@ -21,6 +21,7 @@ use crate::{
     ebpf::Sizes,
     maglev,
     plan::{DesiredBackend, DesiredService},
+    sched,
 };
 
 #[derive(Debug, Error)]
@@ -275,7 +276,7 @@ impl Dataplane {
             let old = s.slots[inactive].take();
             let mut written = 0u64;
             for (i, &e) in table.iter().enumerate() {
-                if old.as_ref().is_some_and(|o| o[i] == e) {
+                if old.as_ref().is_some_and(|o| o.get(i) == Some(&e)) {
                     continue;
                 }
                 self.tables
@@ -283,6 +284,7 @@ impl Dataplane {
                     .map_err(|e| DataplaneError::Map(names::TABLES, e))?;
                 written += 1;
             }
+            meta.len[inactive] = table.len() as u32;
             s.slots[inactive] = Some(table);
             meta.active_slot = inactive as u32;
             self.writes.tables += 1;
@@ -320,16 +322,15 @@ impl Dataplane {
                 weight: if usable(b) { b.effective } else { 0 },
             })
             .collect();
-        maglev::build(&entries, self.sizes.table_size)
-            .into_iter()
-            .map(|i| {
-                if i == NO_BACKEND {
-                    NO_BACKEND
-                } else {
-                    ids[i as usize]
-                }
-            })
-            .collect()
+        let mut t = sched::build(d.scheduler, &entries, self.sizes.table_size, d.virtual_nodes);
+        // Backend indices become ids; a ring's points (even positions) stay.
+        let step = if d.scheduler == SCHED_RING { 2 } else { 1 };
+        for e in t.iter_mut().skip(step - 1).step_by(step) {
+            if *e != NO_BACKEND {
+                *e = ids[*e as usize];
+            }
+        }
+        t
     }
 
     fn upsert_backend(&mut self, key: &ServiceKey, b: &DesiredBackend) -> Result<u32> {

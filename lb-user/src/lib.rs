@@ -11,6 +11,7 @@ pub mod maglev;
 pub mod neigh;
 pub mod pinned;
 pub mod plan;
+pub mod sched;
 pub mod status;
 pub mod vrrp;
 pub mod vrrp_run;

@@ -99,10 +99,10 @@ impl Pinned {
         self.backends.get(&id, 0).ok()
     }
 
-    /// The active table slot of a service.
+    /// The entries in use in a service's active table slot.
     pub fn table(&self, meta: &ServiceMeta) -> Result<Vec<u32>> {
-        let base = meta.table_base + (meta.active_slot & 1) * meta.table_size;
-        (0..meta.table_size)
+        let base = meta.active_base();
+        (0..meta.active_len().min(meta.table_size))
             .map(|i| {
                 self.tables
                     .get(&(base + i), 0)

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{FORWARD_DR, SCHED_MAGLEV, ServiceKey};
+use lb_common::{FORWARD_DR, ServiceKey};
 
 use crate::{
     config::{BackendCfg, Config, Probe, Service},
@@ -26,6 +26,8 @@ pub struct DesiredService {
     pub scheduler: u8,
     pub forward: u8,
     pub hash_fields: u8,
+    /// Ring points per unit of weight (ring only).
+    pub virtual_nodes: u32,
     /// The VIP is VRRP-managed and not held here: pass its packets.
     pub standby: bool,
     pub backends: Vec<DesiredBackend>,
@@ -159,9 +161,10 @@ pub fn desired(cfg: &Config, host: &HostView, now: Instant) -> Vec<DesiredServic
         .iter()
         .map(|s| DesiredService {
             key: s.key(),
-            scheduler: SCHED_MAGLEV,
+            scheduler: s.scheduler_id(),
             forward: FORWARD_DR,
             hash_fields: s.hash_fields,
+            virtual_nodes: s.virtual_nodes,
             standby: standby(cfg, host, s.vip),
             backends: s
                 .backends

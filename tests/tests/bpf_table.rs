@@ -49,6 +49,7 @@ fn service(name: &str, backends: Vec<DesiredBackend>) -> DesiredService {
         forward: FORWARD_DR,
         hash_fields: HASH_5TUPLE,
         standby: false,
+        virtual_nodes: 160,
         backends,
     }
 }
@@ -555,6 +556,7 @@ fn hash_src_ip_sends_all_of_a_clients_flows_to_one_backend() {
         h.dp.apply(&[DesiredService {
             hash_fields: fields,
             standby: false,
+            virtual_nodes: 160,
             ..service("203.0.113.10:80/tcp", backends.clone())
         }])
         .unwrap();

@@ -61,9 +61,7 @@ fn predicted(lab: &lab::Lab, n: u16, port0: u16) -> Vec<String> {
             };
             k.src[..4].copy_from_slice(&[198, 51, 100, 2]);
             k.dst[..4].copy_from_slice(&[203, 0, 113, 10]);
-            let slot = meta.table_index(flow_hash(&k, meta.hash_fields))
-                - meta.table_base
-                - (meta.active_slot & 1) * meta.table_size;
+            let slot = flow_hash(&k, meta.hash_fields) % meta.active_len();
             names[&table[slot as usize]].clone()
         })
         .collect()

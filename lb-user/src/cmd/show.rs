@@ -43,6 +43,9 @@ pub fn run(p: &Pinned, view: &View, as_json: bool) -> Result<String> {
 fn sched_name(m: &ServiceMeta) -> &'static str {
     match m.scheduler {
         lb_common::SCHED_MAGLEV => "maglev",
+        lb_common::SCHED_RING => "ring",
+        lb_common::SCHED_WRR => "wrr",
+        lb_common::SCHED_RANDOM => "random",
         _ => "?",
     }
 }
@@ -312,9 +315,25 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
         bail!("no service {name} in the maps (lb show services lists them)");
     };
     let entries = p.table(&meta)?;
+    // Share of new flows per backend id: entries of a Maglev table or a
+    // sequence; arcs of the hash space for a ring.
     let mut count: BTreeMap<u32, u64> = BTreeMap::new();
-    for e in &entries {
-        *count.entry(*e).or_default() += 1;
+    let mut share: BTreeMap<u32, f64> = BTreeMap::new();
+    if meta.scheduler == lb_common::SCHED_RING {
+        let ring: Vec<(u32, u32)> = entries.chunks_exact(2).map(|c| (c[0], c[1])).collect();
+        for (i, &(p, b)) in ring.iter().enumerate() {
+            let prev = if i == 0 { ring[ring.len() - 1].0 } else { ring[i - 1].0 };
+            let arc = if ring.len() == 1 { 4_294_967_296.0 } else { p.wrapping_sub(prev) as f64 };
+            *share.entry(b).or_default() += arc / 4_294_967_296.0;
+            *count.entry(b).or_default() += 1;
+        }
+    } else {
+        for e in &entries {
+            *count.entry(*e).or_default() += 1;
+        }
+        for (b, n) in &count {
+            share.insert(*b, *n as f64 / entries.len().max(1) as f64);
+        }
     }
     let backends = p.backends(meta.id)?;
     // What the table was built from: effective weights (warmup), in thousandths.
@@ -329,11 +348,11 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
         .filter(|(_, b)| state(b) == "up")
         .map(|(id, b)| eff(*id, b))
         .sum();
-    let m = meta.table_size as f64;
     let mut s = format!(
-        "{} scheduler={} table size M={} active slot {}\n  -> {:<36} {:>6} {:>10} {:>8} {:>8}\n",
+        "{} scheduler={} entries {} of {} active slot {}\n  -> {:<36} {:>6} {:>10} {:>8} {:>8}\n",
         addr::service_name(&key),
         sched_name(&meta),
+        meta.active_len(),
         meta.table_size,
         meta.active_slot,
         "RemoteAddress:Port",
@@ -357,10 +376,10 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
             addr::socket(a, key.port),
             b.weight,
             n,
-            100.0 * n as f64 / m,
+            100.0 * share.get(id).copied().unwrap_or(0.0),
             wanted
         );
-        out.push(json!({ "address": a.to_string(), "weight": b.weight, "entries": n, "share": n as f64 / m, "wanted": wanted / 100.0 }));
+        out.push(json!({ "address": a.to_string(), "weight": b.weight, "entries": n, "share": share.get(id).copied().unwrap_or(0.0), "wanted": wanted / 100.0 }));
     }
     if let Some(n) = count.get(&NO_BACKEND) {
         let _ = writeln!(
@@ -370,7 +389,7 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
     }
     Ok((
         s,
-        json!({ "service": addr::service_name(&key), "table_size": meta.table_size, "active_slot": meta.active_slot, "backends": out, "empty_entries": count.get(&NO_BACKEND).copied().unwrap_or(0) }),
+        json!({ "service": addr::service_name(&key), "scheduler": sched_name(&meta), "table_size": meta.table_size, "entries": meta.active_len(), "active_slot": meta.active_slot, "backends": out, "empty_entries": count.get(&NO_BACKEND).copied().unwrap_or(0) }),
     ))
 }
 

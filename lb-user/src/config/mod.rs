@@ -18,7 +18,8 @@ use std::{
 };
 
 use lb_common::{
-    HASH_5TUPLE, HASH_SRC_IP, HASH_SRC_IP_DST_PORT, PROTO_TCP, PROTO_UDP, ServiceKey,
+    HASH_5TUPLE, HASH_SRC_IP, HASH_SRC_IP_DST_PORT, PROTO_TCP, PROTO_UDP, SCHED_MAGLEV,
+    SCHED_RANDOM, SCHED_RING, SCHED_WRR, ServiceKey,
     names::{
         DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_PIN_DIR,
         DEFAULT_TABLE_SIZE,
@@ -30,6 +31,9 @@ pub use check::{Check, HttpProbe, Initial, Probe};
 pub use error::ConfigError;
 use raw::{RawAgent, RawBackend, RawCheck, RawConfig, RawService};
 pub use vrrp::{HeartbeatPath, TrackScript, TrackService, Vrrp};
+
+/// Ring points per unit of weight, as Dubbo's and Ketama's 160.
+pub const DEFAULT_VIRTUAL_NODES: u32 = 160;
 
 /// How often a ramping backend's weight may change the tables.
 pub const DEFAULT_WARMUP_STEP: Duration = Duration::from_secs(1);
@@ -64,6 +68,8 @@ pub struct Service {
     pub scheduler: String,
     pub forward: String,
     pub hash_fields: u8,
+    /// Ring points per unit of weight (scheduler = "ring").
+    pub virtual_nodes: u32,
     /// Slow start: a backend that comes up ramps to full weight over this.
     pub warmup: Duration,
     /// Tables are rebuilt at most this often while a backend ramps.
@@ -78,6 +84,16 @@ impl Service {
             port: self.port,
             proto: self.proto,
             family: crate::addr::family(self.vip),
+        }
+    }
+
+    /// The scheduler's `ServiceMeta::scheduler` value.
+    pub fn scheduler_id(&self) -> u8 {
+        match self.scheduler.as_str() {
+            "ring" => SCHED_RING,
+            "wrr" => SCHED_WRR,
+            "random" => SCHED_RANDOM,
+            _ => SCHED_MAGLEV,
         }
     }
 
@@ -344,7 +360,22 @@ impl Validator<'_> {
                 ));
             }
         };
-        let scheduler = self.choice(&s.scheduler, "maglev", &["maglev"], "scheduler")?;
+        let scheduler = self.choice(
+            &s.scheduler,
+            "maglev",
+            &["maglev", "ring", "wrr", "random"],
+            "scheduler",
+        )?;
+        let virtual_nodes = self.int(&s.virtual_nodes, DEFAULT_VIRTUAL_NODES, 1, 10_000, "virtual_nodes")?;
+        if let Some(v) = &s.virtual_nodes
+            && scheduler != "ring"
+        {
+            return Err(self.err(
+                v.span(),
+                format!("virtual_nodes does not apply to scheduler {scheduler:?}"),
+                "virtual_nodes sets the points per backend of scheduler = \"ring\"; remove it or change the scheduler",
+            ));
+        }
         let forward = self.choice(&s.forward, "dr", &["dr"], "forward")?;
         let hash_fields = match self
             .choice(
@@ -393,6 +424,7 @@ impl Validator<'_> {
             scheduler,
             forward,
             hash_fields,
+            virtual_nodes,
             warmup,
             warmup_step,
             backends,

@@ -37,6 +37,7 @@ pub struct RawService {
     pub scheduler: Option<Spanned<String>>,
     pub forward: Option<Spanned<String>>,
     pub hash: Option<Spanned<String>>,
+    pub virtual_nodes: Option<Spanned<i64>>,
     pub check: Option<RawCheck>,
     /// Slow start for a backend that joins or recovers, e.g. "30s".
     pub warmup: Option<Spanned<String>>,

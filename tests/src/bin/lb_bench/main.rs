@@ -85,6 +85,7 @@ fn packets_and_tables() -> Result<()> {
         forward: FORWARD_DR,
         hash_fields: HASH_5TUPLE,
         standby: false,
+        virtual_nodes: 160,
         backends,
     }])?;
     let syn = frames("203.0.113.10", lb_tests::frame::SYN);
