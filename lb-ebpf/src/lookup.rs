@@ -1,10 +1,10 @@
 //! Per packet: service lookup, flow table, backend selection.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use aya_ebpf::helpers::bpf_get_prandom_u32;
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    Backend, FlowValue, NO_BACKEND, Reason, SCHED_RANDOM, SCHED_RING, SCHED_WRR, SERVICE_STANDBY,
-    ServiceKey, ServiceMeta, flow_hash,
+    Backend, FlowValue, HASH_5TUPLE, NO_BACKEND, Reason, SCHED_RANDOM, SCHED_RING, SCHED_WRR,
+    SERVICE_STANDBY, ServiceKey, ServiceMeta, flow_hash,
 };
 
 use crate::{
@@ -85,8 +85,9 @@ fn pick(key: &lb_common::FlowKey, svc: &ServiceMeta, opening: bool) -> Option<(u
         SCHED_RING => ring(base, len / 2, hash)?,
         // A connection's first packet takes the next position (wrr) or a
         // random one; a mid-flow packet the flow table forgot falls back to
-        // its hash, so it lands the same way every time.
-        SCHED_WRR if opening => {
+        // its hash, so it lands the same way every time. With hash =
+        // "src-ip" (persistence), the hash always decides.
+        SCHED_WRR if opening && svc.hash_fields == HASH_5TUPLE => {
             let c = RR_STATE.get_ptr_mut(svc.id)?;
             // SAFETY: per-CPU value; nothing else runs on this CPU meanwhile.
             let n = unsafe {
@@ -97,7 +98,9 @@ fn pick(key: &lb_common::FlowKey, svc: &ServiceMeta, opening: bool) -> Option<(u
             base + n % len
         }
         // SAFETY: a helper without arguments or side effects on memory.
-        SCHED_RANDOM if opening => base + unsafe { bpf_get_prandom_u32() } % len,
+        SCHED_RANDOM if opening && svc.hash_fields == HASH_5TUPLE => {
+            base + unsafe { bpf_get_prandom_u32() } % len
+        }
         _ => base + hash % len,
     };
     let id = *TABLES.get(at)?;

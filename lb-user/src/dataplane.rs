@@ -322,7 +322,12 @@ impl Dataplane {
                 weight: if usable(b) { b.effective } else { 0 },
             })
             .collect();
-        let mut t = sched::build(d.scheduler, &entries, self.sizes.table_size, d.virtual_nodes);
+        let mut t = sched::build(
+            d.scheduler,
+            &entries,
+            self.sizes.table_size,
+            d.virtual_nodes,
+        );
         // Backend indices become ids; a ring's points (even positions) stay.
         let step = if d.scheduler == SCHED_RING { 2 } else { 1 };
         for e in t.iter_mut().skip(step - 1).step_by(step) {

@@ -322,8 +322,16 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
     if meta.scheduler == lb_common::SCHED_RING {
         let ring: Vec<(u32, u32)> = entries.chunks_exact(2).map(|c| (c[0], c[1])).collect();
         for (i, &(p, b)) in ring.iter().enumerate() {
-            let prev = if i == 0 { ring[ring.len() - 1].0 } else { ring[i - 1].0 };
-            let arc = if ring.len() == 1 { 4_294_967_296.0 } else { p.wrapping_sub(prev) as f64 };
+            let prev = if i == 0 {
+                ring[ring.len() - 1].0
+            } else {
+                ring[i - 1].0
+            };
+            let arc = if ring.len() == 1 {
+                4_294_967_296.0
+            } else {
+                p.wrapping_sub(prev) as f64
+            };
             *share.entry(b).or_default() += arc / 4_294_967_296.0;
             *count.entry(b).or_default() += 1;
         }

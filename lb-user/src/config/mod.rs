@@ -366,7 +366,13 @@ impl Validator<'_> {
             &["maglev", "ring", "wrr", "random"],
             "scheduler",
         )?;
-        let virtual_nodes = self.int(&s.virtual_nodes, DEFAULT_VIRTUAL_NODES, 1, 10_000, "virtual_nodes")?;
+        let virtual_nodes = self.int(
+            &s.virtual_nodes,
+            DEFAULT_VIRTUAL_NODES,
+            1,
+            10_000,
+            "virtual_nodes",
+        )?;
         if let Some(v) = &s.virtual_nodes
             && scheduler != "ring"
         {

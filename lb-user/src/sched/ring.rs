@@ -14,7 +14,11 @@ const SEED: u64 = 0x6b65_7461;
 
 /// Points per backend: `virtual_nodes x weight / lightest weight`, scaled
 /// down together (at least 1 each) when they would exceed `max_points`.
-pub fn points_per_backend(backends: &[Entry<'_>], virtual_nodes: u32, max_points: usize) -> Vec<u64> {
+pub fn points_per_backend(
+    backends: &[Entry<'_>],
+    virtual_nodes: u32,
+    max_points: usize,
+) -> Vec<u64> {
     let min_w = backends.iter().map(|b| b.weight).filter(|&w| w > 0).min();
     let Some(min_w) = min_w else {
         return vec![0; backends.len()];
@@ -71,7 +75,11 @@ pub fn lookup(ring: &[(u32, u32)], h: u32) -> Option<u32> {
 pub fn shares(ring: &[(u32, u32)], n: usize) -> Vec<f64> {
     let mut s = vec![0f64; n];
     for (i, &(p, b)) in ring.iter().enumerate() {
-        let prev = if i == 0 { ring[ring.len() - 1].0 } else { ring[i - 1].0 };
+        let prev = if i == 0 {
+            ring[ring.len() - 1].0
+        } else {
+            ring[i - 1].0
+        };
         let arc = p.wrapping_sub(prev) as f64;
         s[b as usize] += arc;
     }

@@ -25,7 +25,10 @@ pub fn counts(backends: &[Entry<'_>], max_len: usize) -> Vec<u64> {
     }
     // Largest remainder, and every positive weight keeps at least one slot.
     let m = max_len as u64;
-    let mut out: Vec<u64> = c.iter().map(|&x| (x * m / total).max((x > 0) as u64)).collect();
+    let mut out: Vec<u64> = c
+        .iter()
+        .map(|&x| (x * m / total).max((x > 0) as u64))
+        .collect();
     let mut rem: Vec<(u64, usize)> = c
         .iter()
         .enumerate()
@@ -87,10 +90,16 @@ mod tests {
     #[test]
     fn exact_counts_and_scaling() {
         let k = [[1u8; 4], [2; 4], [3; 4], [4; 4]];
-        assert_eq!(counts(&entries(&k, &[100, 200, 300, 0]), 65537), vec![1, 2, 3, 0]);
+        assert_eq!(
+            counts(&entries(&k, &[100, 200, 300, 0]), 65537),
+            vec![1, 2, 3, 0]
+        );
         let big = counts(&entries(&k, &[65535, 1, 30000, 7]), 1000);
         assert_eq!(big.iter().sum::<u64>(), 1000);
-        assert!(big[1] >= 1 && big[3] >= 1, "every live backend keeps a slot");
+        assert!(
+            big[1] >= 1 && big[3] >= 1,
+            "every live backend keeps a slot"
+        );
         assert!(build(&entries(&k, &[0, 0, 0, 0]), 10).is_empty());
     }
 }
