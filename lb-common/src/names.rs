@@ -20,6 +20,9 @@ pub const BACKEND_STATS: &str = "BACKEND_STATS";
 /// Per-CPU position in each service's wrr sequence, by service id.
 pub const RR_STATE: &str = "RR_STATE";
 
+/// One AgentStats: the agent's map writes.
+pub const AGENT_STATS: &str = "AGENT_STATS";
+
 /// Backend id -> BackendHealth: check results for `lb show` (agent-only).
 pub const HEALTH: &str = "HEALTH";
 
@@ -27,7 +30,7 @@ pub const HEALTH: &str = "HEALTH";
 pub const VRRP: &str = "VRRP";
 
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 12] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -39,6 +42,7 @@ pub const ALL_MAPS: [&str; 11] = [
     HEALTH,
     VRRP,
     RR_STATE,
+    AGENT_STATS,
 ];
 
 /// The XDP entry point.

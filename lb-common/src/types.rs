@@ -139,6 +139,18 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// Map writes the agent has made, for `lb show stats` (agent-only map):
+/// unchanged config must mean no writes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct AgentStats {
+    /// Table slots rewritten (one per rebuild) and entries written in them.
+    pub tables: u64,
+    pub table_entries: u64,
+    pub backends: u64,
+    pub services: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -149,6 +161,7 @@ mod user {
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for AgentStats {}
 }
 
 #[cfg(test)]

@@ -32,13 +32,18 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Never loaded: it names the user-space-only maps (HEALTH, VRRP) so the
+/// Never loaded: it names the user-space-only maps (HEALTH, VRRP,
+/// AGENT_STATS) so the
 /// linker keeps them in the object, where the loader creates and pins them
 /// with the others.
 #[xdp]
 pub fn keep_user_maps(_ctx: XdpContext) -> u32 {
-    match (maps::HEALTH.get(0), maps::VRRP.get(0)) {
-        (Some(_), Some(_)) => xdp_action::XDP_PASS,
+    match (
+        maps::HEALTH.get(0),
+        maps::VRRP.get(0),
+        maps::AGENT_STATS.get(0),
+    ) {
+        (Some(_), Some(_), Some(_)) => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_ABORTED,
     }
 }

@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendHealth, Counter, FlowKey, FlowValue, ServiceKey, ServiceMeta, VrrpStatus,
+    AgentStats, Backend, BackendHealth, Counter, FlowKey, FlowValue, ServiceKey, ServiceMeta,
+    VrrpStatus,
     names::{DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_TABLE_SIZE},
     stats::REASON_COUNT,
     vrrp::MAX_VRRP,
@@ -48,3 +49,7 @@ pub static VRRP: Array<VrrpStatus> = Array::pinned(MAX_VRRP, 0);
 // Where each service's wrr walk is, per CPU (no atomics on the fast path).
 #[map]
 pub static RR_STATE: PerCpuArray<u32> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES, 0);
+
+// User space only: the agent's map-write counters.
+#[map]
+pub static AGENT_STATS: Array<AgentStats> = Array::pinned(1, 0);

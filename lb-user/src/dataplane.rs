@@ -11,8 +11,8 @@ use std::{
 
 use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError};
 use lb_common::{
-    BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth, NO_BACKEND,
-    SCHED_RING, SERVICE_STANDBY, ServiceKey, ServiceMeta, names,
+    AgentStats, BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth,
+    NO_BACKEND, SCHED_RING, SERVICE_STANDBY, ServiceKey, ServiceMeta, names,
 };
 use thiserror::Error;
 
@@ -95,6 +95,7 @@ pub struct Dataplane {
     backends_map: Array<MapData, Backend>,
     devmap: DevMapHash<MapData>,
     health_map: Array<MapData, BackendHealth>,
+    agent_stats: Array<MapData, AgentStats>,
     sizes: Sizes,
     services: BTreeMap<ServiceKey, SvcState>,
     service_ids: IdPool,
@@ -123,6 +124,7 @@ impl Dataplane {
             backends_map: take(ebpf, names::BACKENDS)?,
             devmap: take(ebpf, names::DEVMAP)?,
             health_map: take(ebpf, names::HEALTH)?,
+            agent_stats: take(ebpf, names::AGENT_STATS)?,
             sizes,
             services: BTreeMap::new(),
             service_ids: IdPool::new(sizes.max_services),
@@ -204,8 +206,21 @@ impl Dataplane {
         for key in gone {
             self.remove_service(&key)?;
         }
+        let before = self.writes;
         for d in desired {
             self.apply_service(d)?;
+        }
+        if self.writes != before {
+            let w = self.writes;
+            let stats = AgentStats {
+                tables: w.tables,
+                table_entries: w.table_entries,
+                backends: w.backends,
+                services: w.services,
+            };
+            self.agent_stats
+                .set(0, stats, 0)
+                .map_err(|e| DataplaneError::Map(names::AGENT_STATS, e))?;
         }
         Ok(())
     }

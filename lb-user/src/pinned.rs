@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use lb_common::{
-    BACKEND_CONFIGURED, Backend, BackendHealth, Counter, FlowKey, FlowValue, Reason, ServiceKey,
-    ServiceMeta, VrrpStatus, names,
+    AgentStats, BACKEND_CONFIGURED, Backend, BackendHealth, Counter, FlowKey, FlowValue, Reason,
+    ServiceKey, ServiceMeta, VrrpStatus, names,
 };
 use thiserror::Error;
 
@@ -34,6 +34,7 @@ pub struct Pinned {
     /// Absent in pins left by an agent older than health checks.
     health: Option<Array<MapData, BackendHealth>>,
     vrrp: Option<Array<MapData, VrrpStatus>>,
+    agent_stats: Option<Array<MapData, AgentStats>>,
 }
 
 fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &'static str) -> Result<T> {
@@ -65,6 +66,7 @@ impl Pinned {
             backend_stats: open(dir, names::BACKEND_STATS)?,
             health: open(dir, names::HEALTH).ok(),
             vrrp: open(dir, names::VRRP).ok(),
+            agent_stats: open(dir, names::AGENT_STATS).ok(),
         })
     }
 
@@ -131,6 +133,14 @@ impl Pinned {
         self.service_stats
             .get(&id, 0)
             .map(|v| sum(v.iter().copied()))
+            .unwrap_or_default()
+    }
+
+    /// The agent's map writes so far.
+    pub fn agent_stats(&self) -> AgentStats {
+        self.agent_stats
+            .as_ref()
+            .and_then(|m| m.get(&0, 0).ok())
             .unwrap_or_default()
     }
 

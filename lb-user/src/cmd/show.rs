@@ -296,12 +296,19 @@ fn stats(p: &Pinned) -> Result<(String, Value)> {
         let _ = writeln!(s, "  {:<22} {n:>14}", r.name());
         reasons.insert(r.name().into(), json!(n));
     }
+    let w = p.agent_stats();
+    let _ = writeln!(
+        s,
+        "\nMap writes by the agent (an unchanged config writes none):\n  tables rebuilt {:>8}   entries {:>10}   backends {:>8}   services {:>8}",
+        w.tables, w.table_entries, w.backends, w.services
+    );
     let (svc_text, svc_json) = services(p)?;
     s.push_str("\nPer service:\n");
     s.push_str(&svc_text);
     Ok((
         s,
-        json!({ "reasons": reasons, "services": svc_json["services"] }),
+        json!({ "reasons": reasons, "services": svc_json["services"],
+                "writes": { "tables": w.tables, "table_entries": w.table_entries, "backends": w.backends, "services": w.services } }),
     ))
 }
 

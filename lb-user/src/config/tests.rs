@@ -307,3 +307,45 @@ fn check_errors_point_at_the_value() {
         "warmup_step is zero",
     );
 }
+
+#[test]
+fn scheduler_errors_point_at_the_value() {
+    let base = "[agent]\ninterface = \"eth0\"\n\n[[service]]\nvip = \"203.0.113.10\"\nport = 80\n";
+    let e = err_at(
+        &format!("{base}scheduler = \"lc\"\n"),
+        7,
+        13,
+        "unknown scheduler \"lc\"",
+    );
+    assert!(e.hint.contains("\"ring\""), "{e}");
+    err_at(
+        &format!("{base}scheduler = \"ring\"\nvirtual_nodes = 0\n"),
+        8,
+        17,
+        "virtual_nodes 0 is out of range",
+    );
+    err_at(
+        &format!("{base}virtual_nodes = 40\n"),
+        7,
+        17,
+        "virtual_nodes does not apply",
+    );
+    let e = err_at(
+        &format!("{base}hash = \"dst-ip\"\n"),
+        7,
+        8,
+        "unknown hash \"dst-ip\"",
+    );
+    assert!(e.hint.contains("src-ip"), "{e}");
+    let c = parse(&format!("{base}scheduler = \"ring\"\nvirtual_nodes = 40\n")).unwrap();
+    assert_eq!(c.services[0].virtual_nodes, 40);
+    assert_eq!(c.services[0].scheduler_id(), lb_common::SCHED_RING);
+    for (name, id) in [
+        ("maglev", lb_common::SCHED_MAGLEV),
+        ("wrr", lb_common::SCHED_WRR),
+        ("random", lb_common::SCHED_RANDOM),
+    ] {
+        let c = parse(&format!("{base}scheduler = \"{name}\"\n")).unwrap();
+        assert_eq!(c.services[0].scheduler_id(), id);
+    }
+}

@@ -1,0 +1,94 @@
+//! Schedulers with real connections: drain keeps an open connection and
+//! takes no new ones, and an unchanged reload writes no map.
+
+use std::{net::SocketAddr, time::Duration};
+
+use lb_tests::{
+    http::Conn,
+    lab::{self, LabSpec, VIP4},
+    netns, require,
+};
+
+fn vip() -> SocketAddr {
+    format!("{VIP4}:80").parse().unwrap()
+}
+
+fn writes(lab: &lab::Lab) -> serde_json::Value {
+    lab::lb_show(&["stats", "--pin-dir", lab.pin_dir("lb1").to_str().unwrap()]).unwrap()["writes"]
+        .clone()
+}
+
+#[test]
+fn drain_keeps_an_open_connection_and_unchanged_reloads_write_nothing() {
+    let name = "drain_keeps_an_open_connection_and_unchanged_reloads_write_nothing";
+    if !require::root(name) || !require::command(name, "ethtool") {
+        return;
+    }
+    for sched in ["maglev", "ring", "wrr", "random"] {
+        let extra = format!("scheduler = \"{sched}\"");
+        let (lab, cfg) =
+            lab::serving_config(LabSpec::default(), move |l| l.services_with(&extra), &[]).unwrap();
+        // An unchanged reload writes no map.
+        let before = writes(&lab);
+        lab.signal("lb1", libc::SIGHUP).unwrap();
+        lab.wait_log("lb1", "config reloaded", Duration::from_secs(5))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            writes(&lab),
+            before,
+            "{sched}: an unchanged reload wrote maps"
+        );
+
+        // Open a connection, then drain its backend (weight 0) and reload.
+        let (conn, first) = netns::in_ns(&lab.ns("c"), || {
+            let mut c = Conn::open(vip()).unwrap();
+            let first = c.get().unwrap();
+            (c, first)
+        })
+        .unwrap();
+        let host = 10 + first[1..].parse::<u8>().unwrap();
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let line = format!("{{ address = \"198.51.100.{host}\", weight = ");
+        let drained: String = text
+            .lines()
+            .map(|l| {
+                if l.contains(&line) {
+                    format!("  {line}0 }},")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&cfg, drained + "\n").unwrap();
+        let tables = before["tables"].as_u64().unwrap();
+        lab.signal("lb1", libc::SIGHUP).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while writes(&lab)["tables"].as_u64().unwrap() == tables
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // One weight changed in one service: one table rebuilt.
+        assert_eq!(
+            writes(&lab)["tables"].as_u64().unwrap(),
+            tables + 1,
+            "{sched}"
+        );
+        let (answers, fresh) = netns::in_ns(&lab.ns("c"), move || {
+            let mut conn = conn;
+            let answers: Vec<String> = (0..10).map(|_| conn.get().unwrap()).collect();
+            let fresh: Vec<String> = (0..40)
+                .map(|_| lb_tests::http::get(vip()).unwrap())
+                .collect();
+            (answers, fresh)
+        })
+        .unwrap();
+        assert!(answers.iter().all(|a| *a == first), "{sched}: {answers:?}");
+        assert!(
+            !fresh.contains(&first),
+            "{sched}: drained {first} got a new connection: {fresh:?}"
+        );
+    }
+}
