@@ -13,7 +13,9 @@ mod health;
 use std::time::Instant;
 
 use anyhow::Result;
-use lb_common::{FORWARD_DR, HASH_5TUPLE, SCHED_MAGLEV, names};
+use lb_common::{
+    FORWARD_DR, HASH_5TUPLE, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING, SCHED_WRR, names,
+};
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
     frame::{ACK, Frame, LB_MAC},
@@ -21,10 +23,17 @@ use lb_tests::{
 use lb_user::{
     addr, maglev,
     plan::{DesiredBackend, DesiredService},
+    sched,
 };
 
 const FRAMES: u16 = 20_000;
 const ROUNDS: usize = 7;
+const SCHEDS: [(u8, &str); 4] = [
+    (SCHED_MAGLEV, "maglev"),
+    (SCHED_RING, "ring"),
+    (SCHED_WRR, "wrr"),
+    (SCHED_RANDOM, "random"),
+];
 
 fn client(i: u16) -> String {
     format!("198.51.{}.{}", 100 + i / 250 % 4, 2 + i % 250)
@@ -67,7 +76,7 @@ fn packets_and_tables() -> Result<()> {
         ..TEST_SIZES
     };
     let mut h = Harness::new(sizes)?;
-    let backends = (0..10)
+    let backends: Vec<DesiredBackend> = (0..10)
         .map(|i| DesiredBackend {
             addr: format!("198.51.100.{}", 11 + i).parse().unwrap(),
             weight: 1 + i % 3,
@@ -79,15 +88,16 @@ fn packets_and_tables() -> Result<()> {
             warming: false,
         })
         .collect();
-    h.dp.apply(&[DesiredService {
+    let service = |scheduler| DesiredService {
         key: addr::parse_service_name("203.0.113.10:80/tcp").unwrap(),
-        scheduler: SCHED_MAGLEV,
+        scheduler,
         forward: FORWARD_DR,
         hash_fields: HASH_5TUPLE,
         standby: false,
         virtual_nodes: 160,
-        backends,
-    }])?;
+        backends: backends.clone(),
+    };
+    h.dp.apply(&[service(SCHED_MAGLEV)])?;
     let syn = frames("203.0.113.10", lb_tests::frame::SYN);
     let ack = frames("203.0.113.10", ACK);
     let non_vip = frames("198.51.100.5", ACK);
@@ -139,7 +149,21 @@ fn packets_and_tables() -> Result<()> {
         );
     }
 
-    println!("\nMaglev table build (M = 65537), mixed weights, {ROUNDS} builds each (ms):");
+    println!("\nNew flow (SYN) per scheduler, 10 backends, net ns/packet min/med/max:");
+    for (sched, name) in SCHEDS {
+        h.dp.apply(&[service(sched)])?;
+        let mut net = Vec::new();
+        for _ in 0..ROUNDS {
+            h.clear_flows()?;
+            let new_flow = ns(h.time_runs(names::PROG_LB, &syn)?);
+            let empty = ns(h.time_runs(names::PROG_XDP_PASS, &udp)?);
+            net.push(new_flow - empty);
+        }
+        let (a, b, c) = stats(net);
+        println!("  {name:<8} {a:>6.0} / {b:.0} / {c:.0}");
+    }
+
+    println!("\nTable build (M = 65537), mixed weights, {ROUNDS} builds each, ms min/med/max:");
     for n in [10usize, 100, 1000] {
         let keys: Vec<[u8; 16]> = (0..n)
             .map(|i| {
@@ -158,15 +182,17 @@ fn packets_and_tables() -> Result<()> {
                 weight: [1, 2, 3, 5, 10][i % 5],
             })
             .collect();
-        let times: Vec<f64> = (0..ROUNDS)
-            .map(|_| {
-                let t = Instant::now();
-                std::hint::black_box(maglev::build(&entries, 65_537));
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        let (a, b, c) = stats(times);
-        println!("  {n:>5} backends: {a:.2} / {b:.2} / {c:.2}");
+        for (sched, name) in SCHEDS {
+            let times: Vec<f64> = (0..ROUNDS)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(sched::build(sched, &entries, 65_537, 160));
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            let (a, b, c) = stats(times);
+            println!("  {n:>5} backends {name:<8} {a:>8.2} / {b:.2} / {c:.2}");
+        }
     }
     Ok(())
 }
