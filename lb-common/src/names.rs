@@ -20,6 +20,9 @@ pub const BACKEND_STATS: &str = "BACKEND_STATS";
 /// Per-CPU position in each service's wrr sequence, by service id.
 pub const RR_STATE: &str = "RR_STATE";
 
+/// Backend id -> active flows (opened and not yet closed by the client).
+pub const ACTIVE: &str = "ACTIVE";
+
 /// One AgentStats: the agent's map writes.
 pub const AGENT_STATS: &str = "AGENT_STATS";
 
@@ -30,7 +33,7 @@ pub const HEALTH: &str = "HEALTH";
 pub const VRRP: &str = "VRRP";
 
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 13] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -43,6 +46,7 @@ pub const ALL_MAPS: [&str; 12] = [
     VRRP,
     RR_STATE,
     AGENT_STATS,
+    ACTIVE,
 ];
 
 /// The XDP entry point.

@@ -17,6 +17,9 @@ pub const SCHED_WRR: u8 = 2;
 /// A uniformly random position in the slot's weighted sequence.
 pub const SCHED_RANDOM: u8 = 3;
 
+/// `FlowValue::flags`: the client sent FIN or RST; no longer active.
+pub const FLOW_CLOSING: u32 = 1;
+
 /// `ServiceMeta::forward`.
 pub const FORWARD_DR: u8 = 0;
 
@@ -106,6 +109,8 @@ pub struct FlowKey {
 pub struct FlowValue {
     pub backend: u32,
     pub service: u32,
+    pub flags: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -175,7 +180,7 @@ mod tests {
         assert_eq!(size_of::<ServiceKey>(), 20);
         assert_eq!(size_of::<ServiceMeta>(), 32);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowValue>(), 8);
+        assert_eq!(size_of::<FlowValue>(), 16);
         assert_eq!(size_of::<Backend>(), 48);
         assert_eq!(size_of::<Counter>(), 16);
     }

@@ -2,14 +2,16 @@
 
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use lb_common::{
-    Backend, FlowValue, HASH_5TUPLE, NO_BACKEND, Reason, SCHED_RANDOM, SCHED_RING, SCHED_WRR,
-    SERVICE_STANDBY, ServiceKey, ServiceMeta, flow_hash,
+    Backend, FLOW_CLOSING, FlowValue, HASH_5TUPLE, NO_BACKEND, Reason, SCHED_RANDOM, SCHED_RING,
+    SCHED_WRR, SERVICE_STANDBY, ServiceKey, ServiceMeta, flow_hash,
 };
 
 use crate::{
     forward,
-    maps::{BACKENDS, FLOWS, RR_STATE, SERVICES, TABLES},
+    maps::{ACTIVE, BACKENDS, FLOWS, RR_STATE, SERVICES, TABLES},
     parse, stats,
 };
 
@@ -30,7 +32,7 @@ pub fn balance(ctx: &XdpContext) -> u32 {
         stats::reason(Reason::PassStandby);
         return xdp_action::XDP_PASS;
     }
-    let Some((id, backend)) = pick(&p.key, &svc, p.opening) else {
+    let Some((id, backend)) = pick(&p.key, &svc, p.opening, p.closing) else {
         stats::reason(Reason::DropNoBackend);
         return xdp_action::XDP_DROP;
     };
@@ -64,15 +66,44 @@ fn backend(id: u32) -> Option<Backend> {
     }
 }
 
-/// The flow's remembered backend while it is usable, else a fresh choice.
+/// Add `d` to backend `id`'s active flows (shared by all CPUs).
 #[inline(always)]
-fn pick(key: &lb_common::FlowKey, svc: &ServiceMeta, opening: bool) -> Option<(u32, Backend)> {
-    if let Some(v) = unsafe { FLOWS.get(key) } {
-        if v.service == svc.id {
-            if let Some(b) = backend(v.backend) {
-                stats::reason(Reason::FwdFlowHit);
-                return Some((v.backend, b));
+fn active_add(id: u32, d: i64) {
+    if let Some(p) = ACTIVE.get_ptr_mut(id) {
+        // SAFETY: a valid, aligned u64 in the map. core's atomic types have
+        // no read-modify-write on the BPF target; the intrinsic becomes the
+        // BPF atomic add, the same for every CPU.
+        unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(p as *mut i64, d) };
+    }
+}
+
+/// The flow's remembered backend while it is usable, else a fresh choice.
+/// Active counts follow: +1 when a flow is placed, -1 at the client's first
+/// FIN or RST (or when a flow must leave its backend).
+#[inline(always)]
+fn pick(
+    key: &lb_common::FlowKey,
+    svc: &ServiceMeta,
+    opening: bool,
+    closing: bool,
+) -> Option<(u32, Backend)> {
+    if let Some(v) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: the map value stays valid for this program run.
+        let v = unsafe { &mut *v };
+        let open = v.flags & FLOW_CLOSING == 0;
+        if v.service == svc.id
+            && let Some(b) = backend(v.backend)
+        {
+            if closing && open {
+                v.flags |= FLOW_CLOSING;
+                active_add(v.backend, -1);
             }
+            stats::reason(Reason::FwdFlowHit);
+            return Some((v.backend, b));
+        }
+        if open {
+            // Leaving a backend that is gone: it no longer carries the flow.
+            active_add(v.backend, -1);
         }
     }
     let len = svc.active_len();
@@ -81,13 +112,14 @@ fn pick(key: &lb_common::FlowKey, svc: &ServiceMeta, opening: bool) -> Option<(u
     }
     let base = svc.active_base();
     let hash = flow_hash(key, svc.hash_fields);
+    // A connection's first packet takes the scheduler's choice; a mid-flow
+    // packet the flow table forgot falls back to its hash, so it lands the
+    // same way every time. With hash = "src-ip" (persistence), the hash
+    // always decides.
+    let fresh = opening && svc.hash_fields == HASH_5TUPLE;
     let at = match svc.scheduler {
         SCHED_RING => ring(base, len / 2, hash)?,
-        // A connection's first packet takes the next position (wrr) or a
-        // random one; a mid-flow packet the flow table forgot falls back to
-        // its hash, so it lands the same way every time. With hash =
-        // "src-ip" (persistence), the hash always decides.
-        SCHED_WRR if opening && svc.hash_fields == HASH_5TUPLE => {
+        SCHED_WRR if fresh => {
             let c = RR_STATE.get_ptr_mut(svc.id)?;
             // SAFETY: per-CPU value; nothing else runs on this CPU meanwhile.
             let n = unsafe {
@@ -98,9 +130,7 @@ fn pick(key: &lb_common::FlowKey, svc: &ServiceMeta, opening: bool) -> Option<(u
             base + n % len
         }
         // SAFETY: a helper without arguments or side effects on memory.
-        SCHED_RANDOM if opening && svc.hash_fields == HASH_5TUPLE => {
-            base + unsafe { bpf_get_prandom_u32() } % len
-        }
+        SCHED_RANDOM if fresh => base + unsafe { bpf_get_prandom_u32() } % len,
         _ => base + hash % len,
     };
     let id = *TABLES.get(at)?;
@@ -111,9 +141,13 @@ fn pick(key: &lb_common::FlowKey, svc: &ServiceMeta, opening: bool) -> Option<(u
     let v = FlowValue {
         backend: id,
         service: svc.id,
+        flags: if closing { FLOW_CLOSING } else { 0 },
+        _pad: 0,
     };
     // A full LRU evicts the oldest flow; failure here only costs a re-hash later.
-    let _ = FLOWS.insert(key, &v, 0);
+    if FLOWS.insert(key, &v, 0).is_ok() && !closing {
+        active_add(id, 1);
+    }
     stats::reason(Reason::FwdFlowMiss);
     Some((id, b))
 }

@@ -1,6 +1,9 @@
 //! XDP entry points: the balancer and two benchmark references.
 #![no_std]
 #![no_main]
+// The BPF atomic add (core's atomics lack read-modify-write on this target).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod forward;
 mod lookup;

@@ -53,3 +53,8 @@ pub static RR_STATE: PerCpuArray<u32> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES
 // User space only: the agent's map-write counters.
 #[map]
 pub static AGENT_STATS: Array<AgentStats> = Array::pinned(1, 0);
+
+// Active flows per backend id, shared by all CPUs (atomic adds): what
+// least-conn and shortest-response compare.
+#[map]
+pub static ACTIVE: Array<u64> = Array::pinned(DEFAULT_MAX_BACKENDS, 0);

@@ -28,6 +28,8 @@ pub struct Parsed {
     pub key: FlowKey,
     /// A connection's first packet: TCP SYN without ACK, or any UDP datagram.
     pub opening: bool,
+    /// TCP FIN or RST: the client is ending the connection.
+    pub closing: bool,
     /// Offset of the IP header (after Ethernet and any VLAN tag).
     pub l3_off: usize,
 }
@@ -61,13 +63,16 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
         _ => return Err(Reason::PassNotIp),
     };
     key.proto = proto;
-    let opening = match proto {
+    let (opening, closing) = match proto {
         PROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, l4_off)?;
             unsafe {
                 key.sport = u16::from_be_bytes((*tcp).source);
                 key.dport = u16::from_be_bytes((*tcp).dest);
-                (*tcp).syn() != 0 && (*tcp).ack() == 0
+                (
+                    (*tcp).syn() != 0 && (*tcp).ack() == 0,
+                    (*tcp).fin() != 0 || (*tcp).rst() != 0,
+                )
             }
         }
         PROTO_UDP => {
@@ -76,13 +81,14 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
                 key.sport = u16::from_be_bytes((*udp).src);
                 key.dport = u16::from_be_bytes((*udp).dst);
             }
-            true
+            (true, false)
         }
         _ => return Err(Reason::PassUnknownL4),
     };
     Ok(Parsed {
         key,
         opening,
+        closing,
         l3_off,
     })
 }

@@ -65,6 +65,7 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, EbpfError> {
         .map_max_entries(names::TABLES, tables)
         .map_max_entries(names::BACKENDS, sizes.max_backends)
         .map_max_entries(names::HEALTH, sizes.max_backends)
+        .map_max_entries(names::ACTIVE, sizes.max_backends)
         .map_max_entries(names::SERVICE_STATS, sizes.max_services)
         .map_max_entries(names::RR_STATE, sizes.max_services)
         .map_max_entries(names::BACKEND_STATS, sizes.max_backends)

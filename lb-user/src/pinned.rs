@@ -35,6 +35,7 @@ pub struct Pinned {
     health: Option<Array<MapData, BackendHealth>>,
     vrrp: Option<Array<MapData, VrrpStatus>>,
     agent_stats: Option<Array<MapData, AgentStats>>,
+    active: Option<Array<MapData, u64>>,
 }
 
 fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &'static str) -> Result<T> {
@@ -67,6 +68,7 @@ impl Pinned {
             health: open(dir, names::HEALTH).ok(),
             vrrp: open(dir, names::VRRP).ok(),
             agent_stats: open(dir, names::AGENT_STATS).ok(),
+            active: open(dir, names::ACTIVE).ok(),
         })
     }
 
@@ -134,6 +136,14 @@ impl Pinned {
             .get(&id, 0)
             .map(|v| sum(v.iter().copied()))
             .unwrap_or_default()
+    }
+
+    /// Flows the data plane counts as open on backend `id`.
+    pub fn active(&self, id: u32) -> u64 {
+        self.active
+            .as_ref()
+            .and_then(|m| m.get(&id, 0).ok())
+            .map_or(0, |v| (v as i64).max(0) as u64)
     }
 
     /// The agent's map writes so far.

@@ -382,7 +382,8 @@ fn established_flow_keeps_its_backend_even_when_drained() {
         h.flow(&k),
         Some(FlowValue {
             backend: b1,
-            service: sid
+            service: sid,
+            ..Default::default()
         })
     );
 
@@ -393,6 +394,7 @@ fn established_flow_keeps_its_backend_even_when_drained() {
         FlowValue {
             backend: b2,
             service: sid,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -426,7 +428,8 @@ fn established_flow_keeps_its_backend_even_when_drained() {
         h.flow(&k2),
         Some(FlowValue {
             backend: b1,
-            service: sid
+            service: sid,
+            ..Default::default()
         })
     );
 }
@@ -616,4 +619,43 @@ fn backend_on_another_interface_is_reached_with_xdp_redirect() {
     const XDP_REDIRECT: u32 = 4;
     assert_eq!(verdict, XDP_REDIRECT);
     assert_eq!(out, forwarded(&input, M1));
+}
+
+#[test]
+fn active_flows_count_opens_and_the_first_client_fin_or_rst() {
+    if !require::root("active_flows_count_opens_and_the_first_client_fin_or_rst") {
+        return;
+    }
+    let h = harness();
+    let total = |h: &Harness| -> i64 {
+        let m: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(h.ebpf.map(lb_common::names::ACTIVE).unwrap()).unwrap();
+        (0..TEST_SIZES.max_backends)
+            .map(|i| m.get(&i, 0).unwrap() as i64)
+            .sum()
+    };
+    let base = total(&h);
+    let pkt = |sport: u16, flags: u8| {
+        Frame {
+            tcp_flags: flags,
+            ..Frame::tcp("198.51.100.2", sport, "203.0.113.10", 80)
+        }
+        .build()
+    };
+    for sport in 45000..45010 {
+        h.run(lb_common::names::PROG_LB, &pkt(sport, lb_tests::frame::SYN))
+            .unwrap();
+    }
+    assert_eq!(total(&h), base + 10, "ten opened flows");
+    // Established traffic changes nothing; the first FIN closes, a repeat
+    // does not count twice; RST closes too.
+    for sport in 45000..45005 {
+        h.run(lb_common::names::PROG_LB, &pkt(sport, ACK)).unwrap();
+        h.run(lb_common::names::PROG_LB, &pkt(sport, ACK | 0x01))
+            .unwrap();
+        h.run(lb_common::names::PROG_LB, &pkt(sport, ACK | 0x01))
+            .unwrap();
+    }
+    h.run(lb_common::names::PROG_LB, &pkt(45005, 0x04)).unwrap();
+    assert_eq!(total(&h), base + 4);
 }

@@ -159,7 +159,7 @@ fn backends(p: &Pinned) -> Result<(String, Value)> {
     );
     let _ = writeln!(
         s,
-        "  -> {:<30} {:>6} {:>8} {:<8} {:<6} {:>10} {:>8} {:>7} {:<17} {:>10} {:>12}  LastError",
+        "  -> {:<30} {:>6} {:>8} {:<8} {:<6} {:>10} {:>8} {:>7} {:<17} {:>7} {:>10} {:>12}  LastError",
         "RemoteAddress:Port",
         "Weight",
         "EffWght",
@@ -169,6 +169,7 @@ fn backends(p: &Pinned) -> Result<(String, Value)> {
         "RTT",
         "Ok/Fail",
         "MAC",
+        "Active",
         "Packets",
         "Bytes",
     );
@@ -206,7 +207,7 @@ fn backends(p: &Pinned) -> Result<(String, Value)> {
             };
             let _ = writeln!(
                 s,
-                "  -> {:<30} {:>6} {:>8} {:<8} {:<6} {:>10} {:>8} {:>7} {:<17} {:>10} {:>12}  {}",
+                "  -> {:<30} {:>6} {:>8} {:<8} {:<6} {:>10} {:>8} {:>7} {:<17} {:>7} {:>10} {:>12}  {}",
                 addr::socket(a, k.port),
                 b.weight,
                 milli(effective),
@@ -228,6 +229,7 @@ fn backends(p: &Pinned) -> Result<(String, Value)> {
                     "-".into()
                 },
                 mac,
+                p.active(id),
                 st.packets,
                 st.bytes,
                 error
@@ -250,6 +252,7 @@ fn backends(p: &Pinned) -> Result<(String, Value)> {
                 "effective_weight": effective as f64 / 1000.0,
                 "state": state, "mac": if state == "no-mac" { Value::Null } else { json!(mac) },
                 "ifindex": b.ifindex, "packets": st.packets, "bytes": st.bytes,
+                "active_flows": p.active(id),
                 "health": health.unwrap_or(Value::Null),
             }));
         }
