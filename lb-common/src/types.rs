@@ -17,6 +17,13 @@ pub const SCHED_WRR: u8 = 2;
 /// A uniformly random position in the slot's weighted sequence.
 pub const SCHED_RANDOM: u8 = 3;
 
+/// Fewest active flows per unit of weight; the slot holds (backend,
+/// effective weight) pairs.
+pub const SCHED_LEAST_CONN: u8 = 4;
+/// Most backends a least-conn service can hold (the XDP program's bounded
+/// scan).
+pub const MAX_SCAN_BACKENDS: u32 = 256;
+
 /// `FlowValue::flags`: the client sent FIN or RST; no longer active.
 pub const FLOW_CLOSING: u32 = 1;
 

@@ -5,8 +5,9 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lb_common::{
-    Backend, FLOW_CLOSING, FlowValue, HASH_5TUPLE, NO_BACKEND, Reason, SCHED_RANDOM, SCHED_RING,
-    SCHED_WRR, SERVICE_STANDBY, ServiceKey, ServiceMeta, flow_hash,
+    Backend, FLOW_CLOSING, FlowValue, HASH_5TUPLE, MAX_SCAN_BACKENDS, NO_BACKEND, Reason,
+    SCHED_LEAST_CONN, SCHED_RANDOM, SCHED_RING, SCHED_WRR, SERVICE_STANDBY, ServiceKey,
+    ServiceMeta, flow_hash,
 };
 
 use crate::{
@@ -131,6 +132,11 @@ fn pick(
         }
         // SAFETY: a helper without arguments or side effects on memory.
         SCHED_RANDOM if fresh => base + unsafe { bpf_get_prandom_u32() } % len,
+        SCHED_LEAST_CONN if fresh => match lb_least_conn(base, len / 2) {
+            u32::MAX => return None,
+            at => at,
+        },
+        SCHED_LEAST_CONN => base + (hash % (len / 2).max(1)) * 2,
         _ => base + hash % len,
     };
     let id = *TABLES.get(at)?;
@@ -150,6 +156,38 @@ fn pick(
     }
     stats::reason(Reason::FwdFlowMiss);
     Some((id, b))
+}
+
+/// TABLES index of the backend with the fewest active flows per unit of
+/// weight among `n` (backend, weight) pairs at `base`; ties go to the
+/// heavier one; u32::MAX if none. A global function: the verifier checks it
+/// once on its own, not once per path that reaches it.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn lb_least_conn(base: u32, n: u32) -> u32 {
+    let (mut best, mut best_a, mut best_w) = (u32::MAX, 0u64, 0u64);
+    for i in 0..MAX_SCAN_BACKENDS {
+        if i >= n {
+            break;
+        }
+        let at = base.wrapping_add(2 * i);
+        let (Some(id), Some(w)) = (TABLES.get(at), TABLES.get(at.wrapping_add(1))) else {
+            break;
+        };
+        let w = *w as u64;
+        let a = match ACTIVE.get(*id) {
+            Some(v) if (*v as i64) > 0 => *v,
+            _ => 0,
+        };
+        // a / w < best_a / best_w, without division; ties: heavier wins.
+        let (l, r) = (a.wrapping_mul(best_w), best_a.wrapping_mul(w));
+        if best == u32::MAX || l < r || (l == r && w > best_w) {
+            best = at;
+            best_a = a;
+            best_w = w;
+        }
+    }
+    best
 }
 
 /// TABLES index of the backend of the first ring point at or after `hash`

@@ -12,7 +12,7 @@ use std::{
 use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError};
 use lb_common::{
     AgentStats, BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth,
-    NO_BACKEND, SCHED_RING, SERVICE_STANDBY, ServiceKey, ServiceMeta, names,
+    NO_BACKEND, SERVICE_STANDBY, ServiceKey, ServiceMeta, names,
 };
 use thiserror::Error;
 
@@ -343,9 +343,9 @@ impl Dataplane {
             self.sizes.table_size,
             d.virtual_nodes,
         );
-        // Backend indices become ids; a ring's points (even positions) stay.
-        let step = if d.scheduler == SCHED_RING { 2 } else { 1 };
-        for e in t.iter_mut().skip(step - 1).step_by(step) {
+        // Backend indices become ids; points and weights stay.
+        let (stride, offset) = sched::id_positions(d.scheduler);
+        for e in t.iter_mut().skip(offset).step_by(stride) {
             if *e != NO_BACKEND {
                 *e = ids[*e as usize];
             }

@@ -24,7 +24,7 @@ fn drain_keeps_an_open_connection_and_unchanged_reloads_write_nothing() {
     if !require::root(name) || !require::command(name, "ethtool") {
         return;
     }
-    for sched in ["maglev", "ring", "wrr", "random"] {
+    for sched in ["maglev", "ring", "wrr", "random", "least-conn"] {
         let extra = format!("scheduler = \"{sched}\"");
         let (lab, cfg) =
             lab::serving_config(LabSpec::default(), move |l| l.services_with(&extra), &[]).unwrap();
@@ -91,4 +91,69 @@ fn drain_keeps_an_open_connection_and_unchanged_reloads_write_nothing() {
             "{sched}: drained {first} got a new connection: {fresh:?}"
         );
     }
+}
+
+#[test]
+fn least_conn_steers_away_from_a_backend_holding_long_lived_connections() {
+    let name = "least_conn_steers_away_from_a_backend_holding_long_lived_connections";
+    if !require::root(name) || !require::command(name, "ethtool") {
+        return;
+    }
+    // First every connection of the client goes to one backend (src-ip).
+    let (lab, cfg) = lab::serving_config(
+        LabSpec::default(),
+        |l| l.services_with("hash = \"src-ip\""),
+        &[],
+    )
+    .unwrap();
+    let (conns, held) = netns::in_ns(&lab.ns("c"), || {
+        let mut conns = Vec::new();
+        let mut held = String::new();
+        for _ in 0..20 {
+            let mut c = Conn::open(vip()).unwrap();
+            held = c.get().unwrap();
+            conns.push(c);
+        }
+        (conns, held)
+    })
+    .unwrap();
+    let show = lab::lb_show(&[
+        "backends",
+        "--pin-dir",
+        lab.pin_dir("lb1").to_str().unwrap(),
+    ])
+    .unwrap();
+    let host = format!("198.51.100.{}", 10 + held[1..].parse::<u8>().unwrap());
+    let active = show["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == host.as_str())
+        .unwrap()["active_flows"]
+        .as_u64()
+        .unwrap();
+    assert!(active >= 20, "{held} holds {active} active flows");
+    // Now least-conn: new connections avoid the loaded backend.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("hash = \"src-ip\"", "scheduler = \"least-conn\"");
+    std::fs::write(&cfg, text).unwrap();
+    lab.signal("lb1", libc::SIGHUP).unwrap();
+    lab.wait_log("lb1", "config reloaded", Duration::from_secs(5))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (fresh, still) = netns::in_ns(&lab.ns("c"), move || {
+        let fresh: Vec<String> = (0..30)
+            .map(|_| lb_tests::http::get(vip()).unwrap())
+            .collect();
+        let mut conns = conns;
+        let still: Vec<String> = conns.iter_mut().map(|c| c.get().unwrap()).collect();
+        (fresh, still)
+    })
+    .unwrap();
+    assert!(
+        !fresh.contains(&held),
+        "new connections reached {held}: {fresh:?}"
+    );
+    assert!(still.iter().all(|s| *s == held), "{still:?}");
 }

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use lb_common::{
-    FORWARD_DR, HASH_5TUPLE, HASH_SRC_IP, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING, SCHED_WRR,
+    FORWARD_DR, HASH_5TUPLE, HASH_SRC_IP, SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING,
+    SCHED_WRR,
 };
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
@@ -18,11 +19,13 @@ use lb_user::{
 
 const XDP_TX: u32 = 3;
 const FLOWS: u16 = 20_000;
-const SCHEDS: [(u8, &str); 4] = [
+const SCHEDS: [(u8, &str); 5] = [
     (SCHED_MAGLEV, "maglev"),
     (SCHED_RING, "ring"),
     (SCHED_WRR, "wrr"),
     (SCHED_RANDOM, "random"),
+    // Flows here never close, so least-conn fills backends by weight.
+    (SCHED_LEAST_CONN, "least-conn"),
 ];
 
 fn mac(i: usize) -> [u8; 6] {
@@ -161,4 +164,33 @@ fn src_ip_hash_keeps_a_client_on_one_backend_for_every_scheduler() {
             );
         }
     }
+}
+
+fn set_active(h: &mut Harness, id: u32, n: u64) {
+    let mut m: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(h.ebpf.map_mut(lb_common::names::ACTIVE).unwrap()).unwrap();
+    m.set(id, n, 0).unwrap();
+}
+
+#[test]
+fn least_conn_sends_new_flows_to_the_fewest_active_per_weight() {
+    if !require::root("least_conn_sends_new_flows_to_the_fewest_active_per_weight") {
+        return;
+    }
+    let mut h = Harness::new(TEST_SIZES).unwrap();
+    let svc = service(SCHED_LEAST_CONN, &[1, 1, 1], HASH_5TUPLE);
+    h.dp.apply(std::slice::from_ref(&svc)).unwrap();
+    // Backend 0 already holds 20 open flows.
+    let b0 = h.dp.backend_id(&svc.key, svc.backends[0].addr).unwrap();
+    set_active(&mut h, b0, 20);
+    let got = picks(&h, 30, client);
+    let count = |i| got.iter().filter(|g| **g == i).count();
+    assert_eq!((count(0), count(1), count(2)), (0, 15, 15), "{got:?}");
+    // Relative to weight: 1:3 from nothing splits 10:30.
+    let mut h = Harness::new(TEST_SIZES).unwrap();
+    h.dp.apply(&[service(SCHED_LEAST_CONN, &[1, 3], HASH_5TUPLE)])
+        .unwrap();
+    let got = picks(&h, 40, client);
+    let ones = got.iter().filter(|g| **g == 0).count();
+    assert_eq!((ones, 40 - ones), (10, 30), "{got:?}");
 }

@@ -46,6 +46,7 @@ fn sched_name(m: &ServiceMeta) -> &'static str {
         lb_common::SCHED_RING => "ring",
         lb_common::SCHED_WRR => "wrr",
         lb_common::SCHED_RANDOM => "random",
+        lb_common::SCHED_LEAST_CONN => "least-conn",
         _ => "?",
     }
 }
@@ -329,7 +330,15 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
     // sequence; arcs of the hash space for a ring.
     let mut count: BTreeMap<u32, u64> = BTreeMap::new();
     let mut share: BTreeMap<u32, f64> = BTreeMap::new();
-    if meta.scheduler == lb_common::SCHED_RING {
+    if meta.scheduler == lb_common::SCHED_LEAST_CONN {
+        // Candidates and weights: the share weights ask for; active counts
+        // decide each new flow.
+        let total: u64 = entries.chunks_exact(2).map(|c| c[1] as u64).sum();
+        for c in entries.chunks_exact(2) {
+            count.insert(c[0], 1);
+            share.insert(c[0], c[1] as f64 / total.max(1) as f64);
+        }
+    } else if meta.scheduler == lb_common::SCHED_RING {
         let ring: Vec<(u32, u32)> = entries.chunks_exact(2).map(|c| (c[0], c[1])).collect();
         for (i, &(p, b)) in ring.iter().enumerate() {
             let prev = if i == 0 {

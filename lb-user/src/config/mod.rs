@@ -18,8 +18,8 @@ use std::{
 };
 
 use lb_common::{
-    HASH_5TUPLE, HASH_SRC_IP, HASH_SRC_IP_DST_PORT, PROTO_TCP, PROTO_UDP, SCHED_MAGLEV,
-    SCHED_RANDOM, SCHED_RING, SCHED_WRR, ServiceKey,
+    HASH_5TUPLE, HASH_SRC_IP, HASH_SRC_IP_DST_PORT, MAX_SCAN_BACKENDS, PROTO_TCP, PROTO_UDP,
+    SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING, SCHED_WRR, ServiceKey,
     names::{
         DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_PIN_DIR,
         DEFAULT_TABLE_SIZE,
@@ -93,6 +93,7 @@ impl Service {
             "ring" => SCHED_RING,
             "wrr" => SCHED_WRR,
             "random" => SCHED_RANDOM,
+            "least-conn" => SCHED_LEAST_CONN,
             _ => SCHED_MAGLEV,
         }
     }
@@ -363,7 +364,7 @@ impl Validator<'_> {
         let scheduler = self.choice(
             &s.scheduler,
             "maglev",
-            &["maglev", "ring", "wrr", "random"],
+            &["maglev", "ring", "wrr", "random", "least-conn"],
             "scheduler",
         )?;
         let virtual_nodes = self.int(
@@ -422,6 +423,16 @@ impl Validator<'_> {
                 ));
             }
             backends.push(b);
+        }
+        if scheduler == "least-conn" && backends.len() > MAX_SCAN_BACKENDS as usize {
+            return Err(self.err(
+                s.scheduler.as_ref().map(Spanned::span).unwrap_or_default(),
+                format!(
+                    "least-conn compares at most {MAX_SCAN_BACKENDS} backends per new flow; this service has {}",
+                    backends.len()
+                ),
+                "use maglev or ring for larger services, or split the backends",
+            ));
         }
         Ok(Service {
             vip,

@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use lb_common::{
-    FORWARD_DR, HASH_5TUPLE, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING, SCHED_WRR, names,
+    FORWARD_DR, HASH_5TUPLE, SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING, SCHED_WRR,
+    names,
 };
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
@@ -28,11 +29,12 @@ use lb_user::{
 
 const FRAMES: u16 = 20_000;
 const ROUNDS: usize = 7;
-const SCHEDS: [(u8, &str); 4] = [
+const SCHEDS: [(u8, &str); 5] = [
     (SCHED_MAGLEV, "maglev"),
     (SCHED_RING, "ring"),
     (SCHED_WRR, "wrr"),
     (SCHED_RANDOM, "random"),
+    (SCHED_LEAST_CONN, "least-conn"),
 ];
 
 fn client(i: u16) -> String {
