@@ -20,8 +20,11 @@ pub const SCHED_RANDOM: u8 = 3;
 /// Fewest active flows per unit of weight; the slot holds (backend,
 /// effective weight) pairs.
 pub const SCHED_LEAST_CONN: u8 = 4;
-/// Most backends a least-conn service can hold (the XDP program's bounded
-/// scan).
+/// Lowest response time x (active + 1); ties to a weighted random one. The
+/// slot holds (backend, effective weight, response time in ms) triples.
+pub const SCHED_SHORTEST_RESPONSE: u8 = 5;
+/// Most backends a least-conn or shortest-response service can hold (the
+/// XDP program's bounded scan).
 pub const MAX_SCAN_BACKENDS: u32 = 256;
 
 /// `FlowValue::flags`: the client sent FIN or RST; no longer active.

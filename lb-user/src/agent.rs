@@ -62,6 +62,7 @@ pub async fn run(opts: Options) -> Result<()> {
         checks: Supervisor::new(tx),
         board: Board::default(),
         down_services: None,
+        rtt_ewma: Default::default(),
     };
     a.start_checks(None);
     let (down_tx, down_rx) = watch::channel(BTreeSet::new());
@@ -174,6 +175,8 @@ struct Agent {
     board: Board,
     /// Services with no usable backend, for VRRP's service tracking.
     down_services: Option<watch::Sender<BTreeSet<String>>>,
+    /// Smoothed check durations, milliseconds.
+    rtt_ewma: std::collections::HashMap<Key, f64>,
 }
 
 impl Agent {
@@ -189,6 +192,8 @@ impl Agent {
             .collect();
         self.host.health.retain(|k, _| keys.contains(k));
         self.host.added.retain(|k, _| keys.contains(k));
+        self.host.rtt_ms.retain(|k, _| keys.contains(k));
+        self.rtt_ewma.retain(|k, _| keys.contains(k));
         self.board.retain(&self.cfg);
         if let Some(old) = old {
             let before: HashSet<Key> = old
@@ -249,11 +254,15 @@ impl Agent {
         }
     }
 
-    /// Record one check result; true when the backend changed state (the
-    /// caller then syncs the maps).
+    /// Record one check result; true when the maps need a sync (the backend
+    /// changed state, or its response time moved).
     fn on_report(&mut self, r: Report) -> bool {
-        let Some(h) = self.host.health.get_mut(&r.key) else {
+        if !self.host.health.contains_key(&r.key) {
             return false; // a report from a task stopped by a reload
+        }
+        let rtt_moved = r.error.is_none() && self.smooth_rtt(&r);
+        let Some(h) = self.host.health.get_mut(&r.key) else {
+            return false;
         };
         self.board.on_report(&r);
         let service = || crate::addr::service_name(&r.key.0);
@@ -279,8 +288,18 @@ impl Agent {
                 tracing::info!(service = %service(), backend = %r.key.1, reason = %reason(), failures = r.fail, "check failed, retrying");
             }
             self.board.publish_one(&mut self.dp, r.key);
-            false
+            rtt_moved
         }
+    }
+
+    /// Fold a passing check's duration into the backend's smoothed response
+    /// time (EWMA, 0.3 new); true when its whole milliseconds changed.
+    fn smooth_rtt(&mut self, r: &Report) -> bool {
+        let ms = r.rtt.as_secs_f64() * 1000.0;
+        let e = self.rtt_ewma.entry(r.key).or_insert(ms);
+        *e = 0.7 * *e + 0.3 * ms;
+        let now = e.round() as u32;
+        self.host.rtt_ms.insert(r.key, now) != Some(now)
     }
 
     fn sync(&mut self) {

@@ -337,11 +337,13 @@ impl Dataplane {
                 weight: if usable(b) { b.effective } else { 0 },
             })
             .collect();
+        let rtts: Vec<u32> = d.backends.iter().map(|b| b.rtt_ms).collect();
         let mut t = sched::build(
             d.scheduler,
             &entries,
             self.sizes.table_size,
             d.virtual_nodes,
+            &rtts,
         );
         // Backend indices become ids; points and weights stay.
         let (stride, offset) = sched::id_positions(d.scheduler);

@@ -49,6 +49,9 @@ pub struct DesiredBackend {
     pub healthy: bool,
     /// Still ramping up.
     pub warming: bool,
+    /// Smoothed health-check response time in whole milliseconds (0 =
+    /// unknown); only shortest-response services carry it.
+    pub rtt_ms: u32,
 }
 
 /// An interface as the plan needs it.
@@ -76,6 +79,8 @@ pub struct HostView {
     pub health: HashMap<Key, Health>,
     /// When a backend without a check was first seen (its warmup start).
     pub added: HashMap<Key, Instant>,
+    /// Smoothed check response times, milliseconds, as last published.
+    pub rtt_ms: HashMap<Key, u32>,
     /// VRRP instances (by config index) that are master here.
     pub vrrp_master: std::collections::HashSet<usize>,
 }
@@ -187,6 +192,13 @@ pub fn desired(cfg: &Config, host: &HostView, now: Instant) -> Vec<DesiredServic
                         mac: link.and_then(|l| host.macs.get(&(l.ifindex, b.address)).copied()),
                         healthy,
                         warming,
+                        // Other schedulers' tables must not be rebuilt when a
+                        // response time moves.
+                        rtt_ms: if s.scheduler == "shortest-response" {
+                            host.rtt_ms.get(&(s.key(), b.address)).copied().unwrap_or(0)
+                        } else {
+                            0
+                        },
                     }
                 })
                 .collect(),

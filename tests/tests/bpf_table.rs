@@ -39,6 +39,7 @@ fn backend(a: &str, weight: u32, mac: Option<[u8; 6]>) -> DesiredBackend {
         healthy: true,
         effective: weight * 1000,
         warming: false,
+        rtt_ms: 0,
     }
 }
 

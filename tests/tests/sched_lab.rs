@@ -24,7 +24,14 @@ fn drain_keeps_an_open_connection_and_unchanged_reloads_write_nothing() {
     if !require::root(name) || !require::command(name, "ethtool") {
         return;
     }
-    for sched in ["maglev", "ring", "wrr", "random", "least-conn"] {
+    for sched in [
+        "maglev",
+        "ring",
+        "wrr",
+        "random",
+        "least-conn",
+        "shortest-response",
+    ] {
         let extra = format!("scheduler = \"{sched}\"");
         let (lab, cfg) =
             lab::serving_config(LabSpec::default(), move |l| l.services_with(&extra), &[]).unwrap();
@@ -156,4 +163,50 @@ fn least_conn_steers_away_from_a_backend_holding_long_lived_connections() {
         "new connections reached {held}: {fresh:?}"
     );
     assert!(still.iter().all(|s| *s == held), "{still:?}");
+}
+
+#[test]
+fn shortest_response_sends_little_to_a_backend_50ms_slower() {
+    let name = "shortest_response_sends_little_to_a_backend_50ms_slower";
+    if !require::root(name) || !require::command(name, "ethtool") {
+        return;
+    }
+    let spec = LabSpec {
+        backends: LabSpec::default()
+            .backends
+            .into_iter()
+            .map(|mut b| {
+                b.weight = 1;
+                b
+            })
+            .collect(),
+        ..LabSpec::default()
+    };
+    let (lab, _) = lab::serving_config(
+        spec,
+        |l| {
+            std::fs::write(l.health_file("b2"), "slow 50").unwrap();
+            l.services_with(
+                r#"scheduler = "shortest-response"
+check = { kind = "http", path = "/healthz", interval = "200ms", timeout = "150ms", retries = 2, retry_delay = "100ms" }"#,
+            )
+        },
+        &[],
+    )
+    .unwrap();
+    // A few checks, so the response times are known.
+    std::thread::sleep(Duration::from_secs(2));
+    let answers: Vec<String> = netns::in_ns(&lab.ns("c"), || {
+        (0..100)
+            .map(|_| lb_tests::http::get(vip()).unwrap())
+            .collect()
+    })
+    .unwrap();
+    let slow = answers.iter().filter(|a| *a == "b2").count();
+    println!(
+        "shortest-response, b2 50 ms slower: b1 {} b2 {slow} b3 {}",
+        answers.iter().filter(|a| *a == "b1").count(),
+        answers.iter().filter(|a| *a == "b3").count()
+    );
+    assert!(slow <= 20, "b2 got {slow} of 100 new connections");
 }

@@ -52,6 +52,7 @@ fn service(sched: u8, weights: &[u32], hash: u8) -> DesiredService {
                 mac: Some(mac(i)),
                 healthy: true,
                 warming: false,
+                rtt_ms: 0,
             })
             .collect(),
     }
@@ -151,7 +152,10 @@ fn src_ip_hash_keeps_a_client_on_one_backend_for_every_scheduler() {
     if !require::root("src_ip_hash_keeps_a_client_on_one_backend_for_every_scheduler") {
         return;
     }
-    for (sched, name) in SCHEDS {
+    let all = SCHEDS
+        .into_iter()
+        .chain([(lb_common::SCHED_SHORTEST_RESPONSE, "shortest-response")]);
+    for (sched, name) in all {
         let mut h = Harness::new(TEST_SIZES).unwrap();
         h.dp.apply(&[service(sched, &[1, 1, 1, 1, 1], HASH_SRC_IP)])
             .unwrap();
@@ -193,4 +197,33 @@ fn least_conn_sends_new_flows_to_the_fewest_active_per_weight() {
     let got = picks(&h, 40, client);
     let ones = got.iter().filter(|g| **g == 0).count();
     assert_eq!((ones, 40 - ones), (10, 30), "{got:?}");
+}
+
+#[test]
+fn shortest_response_avoids_a_slow_backend_and_splits_ties_by_weight() {
+    if !require::root("shortest_response_avoids_a_slow_backend_and_splits_ties_by_weight") {
+        return;
+    }
+    let mut h = Harness::new(TEST_SIZES).unwrap();
+    let mut svc = service(lb_common::SCHED_SHORTEST_RESPONSE, &[1, 1, 1], HASH_5TUPLE);
+    for (b, ms) in svc.backends.iter_mut().zip([1, 1, 51]) {
+        b.rtt_ms = ms;
+    }
+    h.dp.apply(&[svc]).unwrap();
+    // Flows never close here: waits grow with active flows.
+    let got = picks(&h, 300, client);
+    let count = |i| got.iter().filter(|g| **g == i).count();
+    println!(
+        "shortest-response 1/1/51 ms: {} {} {}",
+        count(0),
+        count(1),
+        count(2)
+    );
+    assert!(count(2) <= 15, "the slow backend got {}", count(2));
+    assert!(count(2) >= 1, "its wait falls below the others' eventually");
+    let (a, b) = (count(0) as i64, count(1) as i64);
+    assert!(
+        (a - b).abs() <= 10,
+        "equal waits split between equals: {a} {b}"
+    );
 }

@@ -47,6 +47,7 @@ fn sched_name(m: &ServiceMeta) -> &'static str {
         lb_common::SCHED_WRR => "wrr",
         lb_common::SCHED_RANDOM => "random",
         lb_common::SCHED_LEAST_CONN => "least-conn",
+        lb_common::SCHED_SHORTEST_RESPONSE => "shortest-response",
         _ => "?",
     }
 }
@@ -330,11 +331,19 @@ fn table(p: &Pinned, name: &str) -> Result<(String, Value)> {
     // sequence; arcs of the hash space for a ring.
     let mut count: BTreeMap<u32, u64> = BTreeMap::new();
     let mut share: BTreeMap<u32, f64> = BTreeMap::new();
-    if meta.scheduler == lb_common::SCHED_LEAST_CONN {
+    if matches!(
+        meta.scheduler,
+        lb_common::SCHED_LEAST_CONN | lb_common::SCHED_SHORTEST_RESPONSE
+    ) {
         // Candidates and weights: the share weights ask for; active counts
-        // decide each new flow.
-        let total: u64 = entries.chunks_exact(2).map(|c| c[1] as u64).sum();
-        for c in entries.chunks_exact(2) {
+        // (and response times) decide each new flow.
+        let stride = if meta.scheduler == lb_common::SCHED_LEAST_CONN {
+            2
+        } else {
+            3
+        };
+        let total: u64 = entries.chunks_exact(stride).map(|c| c[1] as u64).sum();
+        for c in entries.chunks_exact(stride) {
             count.insert(c[0], 1);
             share.insert(c[0], c[1] as f64 / total.max(1) as f64);
         }

@@ -19,7 +19,8 @@ use std::{
 
 use lb_common::{
     HASH_5TUPLE, HASH_SRC_IP, HASH_SRC_IP_DST_PORT, MAX_SCAN_BACKENDS, PROTO_TCP, PROTO_UDP,
-    SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING, SCHED_WRR, ServiceKey,
+    SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING, SCHED_SHORTEST_RESPONSE, SCHED_WRR,
+    ServiceKey,
     names::{
         DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_PIN_DIR,
         DEFAULT_TABLE_SIZE,
@@ -94,6 +95,7 @@ impl Service {
             "wrr" => SCHED_WRR,
             "random" => SCHED_RANDOM,
             "least-conn" => SCHED_LEAST_CONN,
+            "shortest-response" => SCHED_SHORTEST_RESPONSE,
             _ => SCHED_MAGLEV,
         }
     }
@@ -364,7 +366,14 @@ impl Validator<'_> {
         let scheduler = self.choice(
             &s.scheduler,
             "maglev",
-            &["maglev", "ring", "wrr", "random", "least-conn"],
+            &[
+                "maglev",
+                "ring",
+                "wrr",
+                "random",
+                "least-conn",
+                "shortest-response",
+            ],
             "scheduler",
         )?;
         let virtual_nodes = self.int(
@@ -424,11 +433,13 @@ impl Validator<'_> {
             }
             backends.push(b);
         }
-        if scheduler == "least-conn" && backends.len() > MAX_SCAN_BACKENDS as usize {
+        if matches!(scheduler.as_str(), "least-conn" | "shortest-response")
+            && backends.len() > MAX_SCAN_BACKENDS as usize
+        {
             return Err(self.err(
                 s.scheduler.as_ref().map(Spanned::span).unwrap_or_default(),
                 format!(
-                    "least-conn compares at most {MAX_SCAN_BACKENDS} backends per new flow; this service has {}",
+                    "{scheduler} compares at most {MAX_SCAN_BACKENDS} backends per new flow; this service has {}",
                     backends.len()
                 ),
                 "use maglev or ring for larger services, or split the backends",

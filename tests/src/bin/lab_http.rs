@@ -4,7 +4,8 @@
 //!
 //! `/healthz` answers "healthy" unless the `--control` file (re-read on every
 //! request) says otherwise: a status code such as `500`, `hang` (accept, read,
-//! never answer), or `sick` (200 with a body lacking "healthy").
+//! never answer), or `sick` (200 with a body lacking "healthy"). `slow N`
+//! delays every answer (health and normal) by N milliseconds.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -115,9 +116,18 @@ fn serve(conn: TcpStream, name: &str, control: Option<&str>) {
             }
         }
         let health = line.split_whitespace().nth(1) == Some("/healthz");
+        let mode = health_mode(control);
+        if let Some(ms) = mode
+            .strip_prefix("slow ")
+            .and_then(|m| m.trim().parse().ok())
+        {
+            thread::sleep(std::time::Duration::from_millis(ms));
+        }
         let (status, body) = if health {
-            match health_mode(control).as_str() {
-                "" | "ok" => ("200 OK".to_string(), "healthy\n".to_string()),
+            match mode.as_str() {
+                m if m.is_empty() || m == "ok" || m.starts_with("slow ") => {
+                    ("200 OK".to_string(), "healthy\n".to_string())
+                }
                 "sick" => ("200 OK".into(), "sick\n".into()),
                 "hang" => {
                     // Bounded, so a forgotten check never pins a thread forever.

@@ -29,12 +29,13 @@ use lb_user::{
 
 const FRAMES: u16 = 20_000;
 const ROUNDS: usize = 7;
-const SCHEDS: [(u8, &str); 5] = [
+const SCHEDS: [(u8, &str); 6] = [
     (SCHED_MAGLEV, "maglev"),
     (SCHED_RING, "ring"),
     (SCHED_WRR, "wrr"),
     (SCHED_RANDOM, "random"),
     (SCHED_LEAST_CONN, "least-conn"),
+    (lb_common::SCHED_SHORTEST_RESPONSE, "shortest"),
 ];
 
 fn client(i: u16) -> String {
@@ -88,6 +89,7 @@ fn packets_and_tables() -> Result<()> {
             healthy: true,
             effective: (1 + i % 3) * 1000,
             warming: false,
+            rtt_ms: 0,
         })
         .collect();
     let service = |scheduler| DesiredService {
@@ -188,7 +190,7 @@ fn packets_and_tables() -> Result<()> {
             let times: Vec<f64> = (0..ROUNDS)
                 .map(|_| {
                     let t = Instant::now();
-                    std::hint::black_box(sched::build(sched, &entries, 65_537, 160));
+                    std::hint::black_box(sched::build(sched, &entries, 65_537, 160, &[]));
                     t.elapsed().as_secs_f64() * 1e3
                 })
                 .collect();
