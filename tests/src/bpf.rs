@@ -47,7 +47,16 @@ pub fn unique_pin_dir(tag: &str) -> PathBuf {
 impl Harness {
     pub fn new(sizes: Sizes) -> Result<Self> {
         let pin_dir = unique_pin_dir("bpf");
-        let mut ebpf = ebpf::load(&pin_dir, sizes).context("loading the XDP object")?;
+        let made = Self::build(&pin_dir, sizes);
+        if made.is_err() {
+            // The maps were pinned before a program failed to load.
+            ebpf::unpin_all(&pin_dir);
+        }
+        made
+    }
+
+    fn build(pin_dir: &std::path::Path, sizes: Sizes) -> Result<Self> {
+        let mut ebpf = ebpf::load(pin_dir, sizes).context("loading the XDP object")?;
         for p in [
             names::PROG_LB,
             names::PROG_XDP_PASS,
@@ -56,7 +65,11 @@ impl Harness {
             ebpf::program(&mut ebpf, p).with_context(|| format!("verifying {p}"))?;
         }
         let dp = Dataplane::new(&mut ebpf, sizes)?;
-        Ok(Self { ebpf, dp, pin_dir })
+        Ok(Self {
+            ebpf,
+            dp,
+            pin_dir: pin_dir.to_path_buf(),
+        })
     }
 
     /// Run `prog` once on `frame`: (verdict, output frame).

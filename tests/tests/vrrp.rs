@@ -20,29 +20,47 @@ fn vip() -> SocketAddr {
     format!("{VIP4}:80").parse().unwrap()
 }
 
-fn skip(name: &str) -> bool {
-    !require::root(name) || !require::command(name, "ethtool")
-}
-
-/// The lab with both agents started; `extra1`/`extra2` go into each
-/// balancer's [[vrrp]] (and `svc1` replaces lb1's services if given).
-fn pair(extra1: &str, extra2: &str, svc1: Option<String>) -> Lab {
+/// The lab with lb1 and lb2 and VRRP-managed VIPs, no agent started.
+fn two_balancers() -> Lab {
     let spec = LabSpec {
         balancers: 2,
         vrrp: true,
         ..LabSpec::default()
     };
-    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap()
+}
+
+/// Start lb1's agent again with its config (and pins) as process lb1-again.
+fn restart_lb1(l: &mut Lab) {
+    let cfg = l.dir.join("lb1.toml");
+    l.start_agent_as(
+        "lb1",
+        "lb1-again",
+        &lab::bin("LB_BIN", "lb").unwrap(),
+        &cfg,
+        &[],
+    )
+    .unwrap();
+}
+
+fn skip(name: &str) -> bool {
+    !require::root(name) || !require::command(name, "ethtool")
+}
+
+/// The lab with both agents started; `extra1`/`extra2` go into each
+/// balancer's [[vrrp]].
+fn pair(extra1: &str, extra2: &str) -> Lab {
+    let mut l = two_balancers();
     let lb = lab::bin("LB_BIN", "lb").unwrap();
     for (role, prio, extra) in [("lb1", 150, extra1), ("lb2", 100, extra2)] {
-        let services = match (&svc1, role) {
-            (Some(s), "lb1") => s.clone(),
-            _ => l.default_services(),
-        };
         let cfg = l
             .write_config(
                 role,
-                &format!("{services}{}", Lab::vrrp_section(prio, INTERVAL, extra)),
+                &format!(
+                    "{}{}",
+                    l.default_services(),
+                    Lab::vrrp_section(prio, INTERVAL, extra)
+                ),
             )
             .unwrap();
         l.start_agent(role, &lb, &cfg).unwrap();
@@ -101,7 +119,7 @@ fn killing_the_master_moves_the_vip_and_it_comes_back_with_preempt() {
     if skip(name) {
         return;
     }
-    let mut l = pair("", "", None);
+    let mut l = pair("", "");
     wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
     wait_state(&l, "lb2", "BACKUP", Duration::from_secs(5));
     let traffic = Traffic::start(
@@ -136,15 +154,7 @@ fn killing_the_master_moves_the_vip_and_it_comes_back_with_preempt() {
 
     // lb1 returns (same pins, restarted agent) and, preempting, takes over.
     netns::ip(&l.ns("lb1"), "link set eth0 up").unwrap();
-    let cfg = l.dir.join("lb1.toml");
-    l.start_agent_as(
-        "lb1",
-        "lb1-again",
-        &lab::bin("LB_BIN", "lb").unwrap(),
-        &cfg,
-        &[],
-    )
-    .unwrap();
+    restart_lb1(&mut l);
     wait_state(&l, "lb1", "MASTER", Duration::from_secs(5));
     wait_state(&l, "lb2", "BACKUP", Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(300));
@@ -159,7 +169,7 @@ fn sigterm_hands_over_in_about_the_skew_time() {
     if skip(name) {
         return;
     }
-    let l = pair("", "", None);
+    let l = pair("", "");
     wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
     wait_state(&l, "lb2", "BACKUP", Duration::from_secs(5));
     l.signal("lb1", libc::SIGTERM).unwrap();
@@ -177,20 +187,12 @@ fn nopreempt_keeps_the_returning_higher_priority_node_backup() {
     if skip(name) {
         return;
     }
-    let mut l = pair("preempt = false", "preempt = false", None);
+    let mut l = pair("preempt = false", "preempt = false");
     wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
     l.signal("lb1", libc::SIGTERM).unwrap();
     l.wait_exit("lb1", Duration::from_secs(5));
     wait_state(&l, "lb2", "MASTER", Duration::from_secs(5));
-    let cfg = l.dir.join("lb1.toml");
-    l.start_agent_as(
-        "lb1",
-        "lb1-again",
-        &lab::bin("LB_BIN", "lb").unwrap(),
-        &cfg,
-        &[],
-    )
-    .unwrap();
+    restart_lb1(&mut l);
     wait_state(&l, "lb1", "BACKUP", Duration::from_secs(5));
     // Several Master_Down_Intervals later, still so.
     std::thread::sleep(Duration::from_secs(3));
@@ -207,7 +209,7 @@ fn a_master_whose_backends_all_fail_hands_over() {
     // lb1 checks a port nothing listens on once told to: its service then
     // has no healthy backend, its priority drops by 60 (150 -> 90 < 100).
     let track = r#"track_services = [ { service = "203.0.113.10:80/tcp", weight = 60 } ]"#;
-    let l = pair(track, track, None);
+    let l = pair(track, track);
     wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
     // Make lb1's view of the backends fail: its check (reloaded; the
     // [[vrrp]] section stays the same) now goes to port 81.
@@ -229,12 +231,7 @@ fn a_master_whose_backends_all_fail_hands_over() {
 
 /// keepalived in lb2 (VRRP `version`), our agent in lb1; returns the lab.
 fn with_keepalived(version: u8, ka_priority: u8, auth: bool) -> Lab {
-    let spec = LabSpec {
-        balancers: 2,
-        vrrp: true,
-        ..LabSpec::default()
-    };
-    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    let mut l = two_balancers();
     let interval = if version == 2 { "1s" } else { "200ms" };
     let ours = format!(
         "version = {version}\n{}",
@@ -425,12 +422,7 @@ fn hostile_adverts_are_dropped_counted_and_change_nothing() {
     }
     // VRRPv2 with a password, so a wrong password can be tried too.
     let v2 = "version = 2\nauth_pass = \"s3cret\"";
-    let spec = LabSpec {
-        balancers: 2,
-        vrrp: true,
-        ..LabSpec::default()
-    };
-    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    let mut l = two_balancers();
     for (role, prio) in [("lb1", 150), ("lb2", 100)] {
         let cfg = l
             .write_config(
@@ -535,20 +527,12 @@ fn a_returning_master_preempts_without_two_masters() {
     if skip(name) {
         return;
     }
-    let mut l = pair("", "", None);
+    let mut l = pair("", "");
     wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
     l.signal("lb1", libc::SIGTERM).unwrap();
     l.wait_exit("lb1", Duration::from_secs(5));
     wait_state(&l, "lb2", "MASTER", Duration::from_secs(5));
-    let cfg = l.dir.join("lb1.toml");
-    l.start_agent_as(
-        "lb1",
-        "lb1-again",
-        &lab::bin("LB_BIN", "lb").unwrap(),
-        &cfg,
-        &[],
-    )
-    .unwrap();
+    restart_lb1(&mut l);
     // Starting, waiting Master_Down_Interval, preempting: all inside 4 s.
     let dual = longest_dual_master(&l, Duration::from_secs(4));
     println!("preemption: longest time with two masters {dual:?} (advert interval {INTERVAL})");
@@ -563,12 +547,7 @@ fn tracked_interface_and_script_hand_over_and_notify_sees_every_transition() {
     if skip(name) {
         return;
     }
-    let spec = LabSpec {
-        balancers: 2,
-        vrrp: true,
-        ..LabSpec::default()
-    };
-    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    let mut l = two_balancers();
     let lb1 = l.ns("lb1");
     // A tracked link of its own (a veth pair inside lb1).
     netns::ip(&lb1, "link add trk0 type veth peer name trk1").unwrap();
@@ -641,12 +620,7 @@ fn an_ipv6_instance_moves_the_vip_with_neighbour_advertisements() {
     if skip(name) {
         return;
     }
-    let spec = LabSpec {
-        balancers: 2,
-        vrrp: true,
-        ..LabSpec::default()
-    };
-    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    let mut l = two_balancers();
     let lb = lab::bin("LB_BIN", "lb").unwrap();
     for (role, prio) in [("lb1", 150), ("lb2", 100)] {
         let section = format!(
@@ -694,12 +668,7 @@ fn a_heartbeat_path_keeps_the_backup_from_a_split_brain() {
     if skip(name) || !require::command(name, "nft") {
         return;
     }
-    let spec = LabSpec {
-        balancers: 2,
-        vrrp: true,
-        ..LabSpec::default()
-    };
-    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    let mut l = two_balancers();
     // A second, direct link between the balancers.
     let (n1, n2) = (l.ns("lb1"), l.ns("lb2"));
     netns::ip(
@@ -764,11 +733,6 @@ fn keepalived_pair_reference_failover() {
     if skip(name) || !require::command(name, "keepalived") {
         return;
     }
-    let spec = LabSpec {
-        balancers: 2,
-        vrrp: true,
-        ..LabSpec::default()
-    };
     let wait_master = |l: &Lab, n: &str, t: Duration| {
         let t0 = Instant::now();
         while keepalived_state_of(l, n) != "MASTER" && t0.elapsed() < t {
@@ -778,12 +742,7 @@ fn keepalived_pair_reference_failover() {
         t0.elapsed()
     };
     for crash in [true, false] {
-        let mut l = Lab::up(
-            spec.clone(),
-            &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(),
-            false,
-        )
-        .unwrap();
+        let mut l = two_balancers();
         start_keepalived(&mut l, "lb1", "ka1", 3, 150, false);
         wait_master(&l, "ka1", Duration::from_secs(10));
         start_keepalived(&mut l, "lb2", "ka2", 3, 100, false);
@@ -812,7 +771,7 @@ fn a_backup_does_not_forward_vip_traffic_until_it_is_master() {
     if skip(name) {
         return;
     }
-    let l = pair("", "", None);
+    let l = pair("", "");
     wait_state(&l, "lb2", "BACKUP", Duration::from_secs(5));
     // Send the client's VIP traffic to the backup's MAC anyway.
     let lb2_mac = l.mac("lb2").unwrap();
