@@ -293,13 +293,21 @@ impl Agent {
     }
 
     /// Fold a passing check's duration into the backend's smoothed response
-    /// time (EWMA, 0.3 new); true when its whole milliseconds changed.
+    /// time (EWMA, 0.3 new); true when its whole milliseconds changed for a
+    /// shortest-response service (others never resync for it).
     fn smooth_rtt(&mut self, r: &Report) -> bool {
         let ms = r.rtt.as_secs_f64() * 1000.0;
         let e = self.rtt_ewma.entry(r.key).or_insert(ms);
         *e = 0.7 * *e + 0.3 * ms;
         let now = e.round() as u32;
-        self.host.rtt_ms.insert(r.key, now) != Some(now)
+        let moved = self.host.rtt_ms.insert(r.key, now) != Some(now);
+        // Only shortest-response tables carry response times.
+        moved
+            && self
+                .cfg
+                .services
+                .iter()
+                .any(|s| s.scheduler == "shortest-response" && s.key() == r.key.0)
     }
 
     fn sync(&mut self) {
