@@ -35,8 +35,29 @@ fn drain_keeps_an_open_connection_and_unchanged_reloads_write_nothing() {
         let extra = format!("scheduler = \"{sched}\"");
         let (lab, cfg) =
             lab::serving_config(LabSpec::default(), move |l| l.services_with(&extra), &[]).unwrap();
+        // Settled first: every backend (IPv6 ones resolve their MACs a bit
+        // later) up and no write for a second.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut before = writes(&lab);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = writes(&lab);
+            let all_up = lab::lb_show(&[
+                "backends",
+                "--pin-dir",
+                lab.pin_dir("lb1").to_str().unwrap(),
+            ])
+            .unwrap()["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["state"] == "up");
+            if (now == before && all_up) || std::time::Instant::now() > deadline {
+                break;
+            }
+            before = now;
+        }
         // An unchanged reload writes no map.
-        let before = writes(&lab);
         lab.signal("lb1", libc::SIGHUP).unwrap();
         lab.wait_log("lb1", "config reloaded", Duration::from_secs(5))
             .unwrap();
