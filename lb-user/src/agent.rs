@@ -124,11 +124,21 @@ pub async fn run(opts: Options) -> Result<()> {
             _ = hup.recv() => {
                 match reload(&opts.config, &a.cfg) {
                     Ok(new) => {
-                        tracing::info!(services = new.services.len(), "config reloaded");
+                        let services = new.services.len();
                         let old = std::mem::replace(&mut a.cfg, new);
                         a.start_checks(Some(&old));
                         refresh_host(&net, &a.cfg, &mut a.host).await;
+                        let before = a.dp.writes;
                         a.sync();
+                        let w = a.dp.writes;
+                        // What this reload changed in the maps: nothing for an unchanged file.
+                        tracing::info!(
+                            services,
+                            tables = w.tables - before.tables,
+                            backends = w.backends - before.backends,
+                            service_writes = w.services - before.services,
+                            "config reloaded"
+                        );
                     }
                     Err(e) => tracing::error!("reload rejected, keeping the running config:\n{e:#}"),
                 }
