@@ -101,6 +101,10 @@ impl Lab {
         let prefix = unique_prefix();
         let dir = Path::new(RUN_DIR).join(&prefix);
         fs::create_dir_all(&dir)?;
+        if !detached {
+            // Whoever holds this handle owns the lab; `abandoned` looks for it.
+            fs::write(dir.join("owner.pid"), std::process::id().to_string())?;
+        }
         let mut lab = Lab {
             prefix,
             dir,
@@ -354,6 +358,11 @@ impl Lab {
         Ok(())
     }
 
+    /// Names of the processes this handle started and still holds.
+    pub fn process_names(&self) -> Vec<String> {
+        self.children.iter().map(|(n, _)| n.clone()).collect()
+    }
+
     /// Wait for child `name` to exit, up to `timeout`; returns whether it did.
     pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -467,6 +476,38 @@ fn remove_resources(prefix: &str) {
         }
     }
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// Labs left behind by a run that was killed before it could tear down
+/// (SIGKILL, a machine restart): no process recorded in the run directory
+/// (owner or child) is alive. Labs younger than a minute may still be being
+/// built and are never counted.
+pub fn abandoned() -> Vec<String> {
+    let alive = |pid: i32| {
+        // SAFETY: signal 0 only checks that the process exists.
+        pid > 0
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    };
+    running()
+        .into_iter()
+        .filter(|prefix| {
+            let dir = Path::new(RUN_DIR).join(prefix);
+            let young = fs::metadata(&dir)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < Duration::from_secs(60));
+            let any_alive = fs::read_dir(&dir).into_iter().flatten().flatten().any(|e| {
+                e.path().extension().is_some_and(|x| x == "pid")
+                    && fs::read_to_string(e.path())
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i32>().ok())
+                        .is_some_and(alive)
+            });
+            !young && !any_alive
+        })
+        .collect()
 }
 
 /// Prefixes of labs that are up (have a run directory).

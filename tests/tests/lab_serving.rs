@@ -446,3 +446,72 @@ fn flows_survive_an_agent_restart_with_keep_pinned() {
     to_client.send("stop").unwrap();
     client.join().unwrap();
 }
+
+/// Removes lab `.0` on drop, whatever the test did to the handle.
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        lab::remove(&self.0);
+    }
+}
+
+#[test]
+fn a_killed_runs_lab_is_swept_and_a_live_one_is_not() {
+    let name = "a_killed_runs_lab_is_swept_and_a_live_one_is_not";
+    if !require::root(name) || !require::command(name, "ethtool") {
+        return;
+    }
+    let (mut lab, _) = lab::serving(LabSpec::default()).unwrap();
+    let prefix = lab.prefix.clone();
+    let _cleanup = RemoveOnDrop(prefix.clone());
+    let dir = std::path::Path::new(lab::RUN_DIR).join(&prefix);
+    let age = |d: &std::path::Path| {
+        let ok = Command::new("touch")
+            .args(["-d", "2 minutes ago"])
+            .arg(d)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "touch failed");
+    };
+    age(&dir);
+    assert!(
+        !lab::abandoned().contains(&prefix),
+        "a lab whose owner and processes are alive was called abandoned"
+    );
+    // What a killed test run leaves: every process dead (the agent by
+    // SIGKILL, so its XDP program and pins stay), an owner that is gone.
+    for n in lab.process_names() {
+        lab.signal(&n, libc::SIGKILL).unwrap();
+        assert!(lab.wait_exit(&n, Duration::from_secs(5)), "{n} did not die");
+    }
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    std::fs::write(dir.join("owner.pid"), dead_pid.to_string()).unwrap();
+    let pin_dir = lab.pin_dir("lb1");
+    lab.release();
+    age(&dir);
+    assert!(
+        pin_dir.exists(),
+        "the killed agent's pins should still be there"
+    );
+    assert!(lab::abandoned().contains(&prefix), "killed lab not found");
+
+    let out = Command::new(lab::bin("LAB_BIN", "lab").unwrap())
+        .arg("sweep")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lab sweep failed: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&prefix),
+        "lab sweep did not say it removed {prefix}: {out:?}"
+    );
+    assert!(
+        netns::list(&format!("{prefix}-")).is_empty(),
+        "namespaces left"
+    );
+    assert!(!pin_dir.exists(), "pins left at {}", pin_dir.display());
+    assert!(!dir.exists(), "run directory left");
+}

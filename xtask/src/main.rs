@@ -47,9 +47,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// A lab that stays up in the background: up | down | status.
+    /// A lab that stays up in the background: up | down | status; sweep
+    /// removes labs whose processes are all gone.
     Lab {
-        #[arg(value_parser = ["up", "down", "status"])]
+        #[arg(value_parser = ["up", "down", "status", "sweep"])]
         action: String,
         /// With `down`: only this lab (default: all).
         prefix: Option<String>,
@@ -90,14 +91,17 @@ fn main() -> Result<()> {
         Cmd::Test { args } => {
             setup::ensure()?;
             build(false)?;
-            step("cargo test: unit, BPF (BPF_PROG_TEST_RUN) and namespace tests");
             let bin = root.join("target/debug");
+            step("removing labs left behind by killed runs, if any");
+            exec(Command::new(bin.join("lab")).arg("sweep"))?;
+            step("cargo test: unit, BPF (BPF_PROG_TEST_RUN) and namespace tests");
             exec(
                 Command::new("cargo")
                     // lb-ebpf builds only for the BPF target (lb-user's build.rs does that).
                     .args(["test", "--workspace", "--exclude", "lb-ebpf"])
                     .args(&args)
                     .env("LB_BIN", bin.join("lb"))
+                    .env("LAB_BIN", bin.join("lab"))
                     .env("LAB_HTTP_BIN", bin.join("lab-http")),
             )
         }
@@ -121,6 +125,7 @@ fn main() -> Result<()> {
             match action.as_str() {
                 "up" => c.arg("up").arg(bin.join("lb")).arg(bin.join("lab-http")),
                 "down" => c.arg("down").args(prefix),
+                "sweep" => c.arg("sweep"),
                 _ => c.arg("status"),
             };
             exec(&mut c)

@@ -4,6 +4,7 @@
 //!   lab up   LB_BIN HTTP_BIN     the same, but leave it running (detached) and exit
 //!   lab down [PREFIX]            tear down one lab, or every lab
 //!   lab status                   list running labs and their balancers' state
+//!   lab sweep                    remove labs whose processes are all gone (a killed run's leftovers)
 
 use std::{
     path::PathBuf,
@@ -45,7 +46,14 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("status") => status(),
-        _ => bail!("usage: lab run|up LB_BIN HTTP_BIN | down [PREFIX] | status"),
+        Some("sweep") => {
+            for p in lab::abandoned() {
+                println!("lab: removing {p}: every process it started is gone");
+                lab::remove(&p);
+            }
+            Ok(())
+        }
+        _ => bail!("usage: lab run|up LB_BIN HTTP_BIN | down [PREFIX] | status | sweep"),
     }
 }
 
