@@ -37,10 +37,6 @@ pub fn swap_macs(ctx: &XdpContext, _l3_off: usize) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let eth = eth as *mut EthHdr;
-    unsafe {
-        let d = (*eth).dst_addr;
-        (*eth).dst_addr = (*eth).src_addr;
-        (*eth).src_addr = d;
-    }
+    unsafe { core::mem::swap(&mut (*eth).dst_addr, &mut (*eth).src_addr) };
     xdp_action::XDP_TX
 }

@@ -52,11 +52,11 @@ fn service(key: &lb_common::FlowKey) -> Option<ServiceMeta> {
     };
     // SAFETY: values are copied out at once; a concurrent update can at worst
     // give this packet the old or new meta, both valid.
-    if let Some(m) = unsafe { SERVICES.get(&sk) } {
+    if let Some(m) = unsafe { SERVICES.get(sk) } {
         return Some(*m);
     }
     sk.port = 0;
-    unsafe { SERVICES.get(&sk) }.copied()
+    unsafe { SERVICES.get(sk) }.copied()
 }
 
 #[inline(always)]
@@ -156,7 +156,7 @@ fn pick(
         _pad: 0,
     };
     // A full LRU evicts the oldest flow; failure here only costs a re-hash later.
-    if FLOWS.insert(key, &v, 0).is_ok() && !closing {
+    if FLOWS.insert(key, v, 0).is_ok() && !closing {
         active_add(id, 1);
     }
     stats::reason(Reason::FwdFlowMiss);

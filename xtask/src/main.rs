@@ -37,16 +37,19 @@ enum Cmd {
     /// The whole test suite: unit, BPF (BPF_PROG_TEST_RUN) and namespace tests.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Benchmarks: XDP ns/packet against an empty and a floor program, Maglev
     /// build times, agent CPU checking 1,000 backends (--health-secs N,
     /// --health-only).
     Bench {
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// rustfmt check, then clippy (-D warnings) on the host crates and on
+    /// the XDP program for the BPF target.
+    Lint,
     /// A lab that stays up in the background: up | down | status; sweep
     /// removes labs whose processes are all gone.
     Lab {
@@ -115,6 +118,37 @@ fn main() -> Result<()> {
                     .args(&args)
                     .env("LB_BIN", bin.join("lb"))
                     .env("LAB_HTTP_BIN", bin.join("lab-http")),
+            )
+        }
+        Cmd::Lint => {
+            setup::ensure()?;
+            step("cargo fmt --check");
+            exec(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
+            step("cargo clippy: host crates");
+            exec(Command::new("cargo").args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "lb-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            step("cargo clippy: the XDP program, BPF target");
+            exec(
+                setup::bpf_cargo(&root.join("lb-ebpf"))
+                    .args([
+                        "clippy",
+                        "--target",
+                        "bpfel-unknown-none",
+                        "-Z",
+                        "build-std=core",
+                        "--release",
+                        "--target-dir",
+                    ])
+                    .arg(root.join("target/bpf-clippy"))
+                    .args(["--", "-D", "warnings"]),
             )
         }
         Cmd::Lab { action, prefix } => {

@@ -18,6 +18,8 @@ const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "rust-web-src",
+    // `cargo xtask lint` checks the XDP program with the same toolchain.
+    "rust-web-clippy",
     "llvm-22-dev",
     "bpftool",
     "iproute2",
@@ -80,6 +82,16 @@ fn toolchain() -> Result<()> {
         "rustup toolchain link {TOOLCHAIN} /usr (Debian's rustc-web, which has the BPF backend)"
     ));
     exec(Command::new("rustup").args(["toolchain", "link", TOOLCHAIN, "/usr"]))
+}
+
+/// `cargo` of the eBPF toolchain, run in `dir` (lb-ebpf). RUSTC_BOOTSTRAP
+/// lets Debian's stable rustc take `-Z build-std=core`, as lb-user/build.rs.
+pub fn bpf_cargo(dir: &Path) -> Command {
+    let mut c = Command::new("cargo");
+    c.arg(format!("+{TOOLCHAIN}"))
+        .current_dir(dir)
+        .env("RUSTC_BOOTSTRAP", "1");
+    c
 }
 
 fn bpf_linker() -> Result<()> {
