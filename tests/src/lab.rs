@@ -22,6 +22,9 @@ pub const VIP6: &str = "2001:db8:f::10";
 pub const CLIENT4: &str = "198.51.100.2";
 /// Where labs keep configs, logs and pids.
 pub const RUN_DIR: &str = "/run/lb-lab";
+/// In a lab's run directory: the pid of the process holding its `Lab`
+/// handle (not a child: tearing the lab down never signals it).
+pub const OWNER: &str = "owner";
 
 #[derive(Debug, Clone)]
 pub struct BackendSpec {
@@ -103,7 +106,7 @@ impl Lab {
         fs::create_dir_all(&dir)?;
         if !detached {
             // Whoever holds this handle owns the lab; `abandoned` looks for it.
-            fs::write(dir.join("owner.pid"), std::process::id().to_string())?;
+            fs::write(dir.join(OWNER), std::process::id().to_string())?;
         }
         let mut lab = Lab {
             prefix,
@@ -436,29 +439,32 @@ impl Drop for Lab {
 /// recorded in its run directory, then its namespaces, pins and directory.
 pub fn remove(prefix: &str) {
     let dir = Path::new(RUN_DIR).join(prefix);
-    if let Ok(entries) = fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            if e.path().extension().is_some_and(|x| x == "pid")
-                && let Some(pid) = fs::read_to_string(e.path())
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-        }
+    for pid in child_pids(&dir) {
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    if dir.exists() {
         // Give agents a moment to detach and unpin on SIGTERM.
         std::thread::sleep(Duration::from_millis(300));
-        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.path().extension().is_some_and(|x| x == "pid")
-                && let Some(pid) = fs::read_to_string(e.path())
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
+    }
+    for pid in child_pids(&dir) {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     remove_resources(prefix);
+}
+
+/// The processes a lab started (`NAME.pid` in its run directory).
+fn child_pids(dir: &Path) -> Vec<i32> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .filter_map(|e| read_pid(&e.path()))
+        .collect()
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// Namespaces, pins and the run directory of lab `prefix`.
@@ -478,18 +484,20 @@ fn remove_resources(prefix: &str) {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// Labs left behind by a run that was killed before it could tear down
-/// (SIGKILL, a machine restart): no process recorded in the run directory
-/// (owner or child) is alive. Labs younger than a minute may still be being
-/// built and are never counted.
-pub fn abandoned() -> Vec<String> {
+/// Remove the labs left behind by a run that was killed before it could
+/// tear down (SIGKILL, a machine restart): no process recorded in the run
+/// directory, owner or child, is alive. Labs younger than a minute may still
+/// be being built and are left alone. Nothing is signalled: every recorded
+/// pid is dead, or reused by a process that is not ours. Returns the prefixes
+/// removed.
+pub fn sweep() -> Vec<String> {
     let alive = |pid: i32| {
         // SAFETY: signal 0 only checks that the process exists.
         pid > 0
             && (unsafe { libc::kill(pid, 0) } == 0
                 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
     };
-    running()
+    let abandoned: Vec<String> = running()
         .into_iter()
         .filter(|prefix| {
             let dir = Path::new(RUN_DIR).join(prefix);
@@ -498,16 +506,15 @@ pub fn abandoned() -> Vec<String> {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_none_or(|age| age < Duration::from_secs(60));
-            let any_alive = fs::read_dir(&dir).into_iter().flatten().flatten().any(|e| {
-                e.path().extension().is_some_and(|x| x == "pid")
-                    && fs::read_to_string(e.path())
-                        .ok()
-                        .and_then(|s| s.trim().parse::<i32>().ok())
-                        .is_some_and(alive)
-            });
-            !young && !any_alive
+            let mut pids = child_pids(&dir);
+            pids.extend(read_pid(&dir.join(OWNER)));
+            !young && !pids.into_iter().any(alive)
         })
-        .collect()
+        .collect();
+    for prefix in &abandoned {
+        remove_resources(prefix);
+    }
+    abandoned
 }
 
 /// Prefixes of labs that are up (have a run directory).

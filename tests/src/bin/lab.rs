@@ -47,9 +47,8 @@ fn main() -> Result<()> {
         }
         Some("status") => status(),
         Some("sweep") => {
-            for p in lab::abandoned() {
-                println!("lab: removing {p}: every process it started is gone");
-                lab::remove(&p);
+            for p in lab::sweep() {
+                println!("lab: removed {p}: every process it started is gone");
             }
             Ok(())
         }
