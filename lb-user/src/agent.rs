@@ -27,6 +27,13 @@ use crate::{
 
 /// How often neighbour state is re-read; also the fastest a new backend's MAC is picked up.
 const REFRESH: Duration = Duration::from_secs(1);
+/// Right after a start or reload, while some backend has no MAC yet, re-read
+/// this often: neighbour discovery answers within milliseconds, and a
+/// service should not wait a whole REFRESH for it.
+const REFRESH_FAST: Duration = Duration::from_millis(200);
+/// How long after a start or reload REFRESH_FAST may apply; a backend that
+/// stays unresolved is then asked about at the normal pace.
+const FAST_WINDOW: Duration = Duration::from_secs(5);
 /// Check reports waiting for the agent; checkers wait when it is full.
 const REPORT_QUEUE: usize = 4096;
 
@@ -67,7 +74,8 @@ pub async fn run(opts: Options) -> Result<()> {
     a.start_checks(None);
     let (down_tx, down_rx) = watch::channel(BTreeSet::new());
     a.down_services = Some(down_tx);
-    refresh_host(&net, &a.cfg, &mut a.host).await;
+    let mut resolved = refresh_host(&net, &a.cfg, &mut a.host).await;
+    let mut changed_at = Instant::now();
     a.sync();
     let (master_tx, mut masters) = mpsc::unbounded_channel();
     let vrrp = match vrrp_run::start(&mut bpf, &net, &a.cfg, down_rx, master_tx).await {
@@ -82,11 +90,12 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut tick = tokio::time::interval(REFRESH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_refresh = Instant::now();
     tracing::info!(services = a.cfg.services.len(), checks = a.checks.len(), config = %opts.config.display(), "serving");
     loop {
         let ramp = plan::next_warmup_step(&a.cfg, &a.host, Instant::now());
+        let fast = !resolved && changed_at.elapsed() < FAST_WINDOW;
+        let refresh = last_refresh + if fast { REFRESH_FAST } else { REFRESH };
         tokio::select! {
             Some(r) = reports.recv() => {
                 // Take every report already queued, then rewrite the maps
@@ -115,8 +124,9 @@ pub async fn run(opts: Options) -> Result<()> {
                     let _ = ack.send(());
                 }
             }
-            _ = tick.tick() => {
-                refresh_host(&net, &a.cfg, &mut a.host).await;
+            _ = tokio::time::sleep_until(refresh.into()) => {
+                resolved = refresh_host(&net, &a.cfg, &mut a.host).await;
+                last_refresh = Instant::now();
                 // Also restarts a check task that died.
                 a.start_checks(None);
                 a.sync();
@@ -124,10 +134,15 @@ pub async fn run(opts: Options) -> Result<()> {
             _ = hup.recv() => {
                 match reload(&opts.config, &a.cfg) {
                     Ok(new) => {
+                        resolved = refresh_host(&net, &new, &mut a.host).await;
+                        changed_at = Instant::now();
+                        // What the host changed meanwhile (a MAC resolved)
+                        // goes out under the running config first, so the
+                        // writes counted below are the reload's own.
+                        a.sync();
                         let services = new.services.len();
                         let old = std::mem::replace(&mut a.cfg, new);
                         a.start_checks(Some(&old));
-                        refresh_host(&net, &a.cfg, &mut a.host).await;
                         let before = a.dp.writes;
                         a.sync();
                         let w = a.dp.writes;
@@ -370,8 +385,9 @@ fn reload(path: &Path, running: &Config) -> Result<Config> {
 }
 
 /// Re-read the interfaces and neighbour entries the config needs, and nudge
-/// the kernel to resolve backends without a fresh entry.
-async fn refresh_host(net: &Net, cfg: &Config, host: &mut HostView) {
+/// the kernel to resolve backends without a fresh entry. True when every
+/// backend has a MAC.
+async fn refresh_host(net: &Net, cfg: &Config, host: &mut HostView) -> bool {
     let names: BTreeSet<&str> = std::iter::once(cfg.agent.interface.as_str())
         .chain(
             cfg.services
@@ -397,12 +413,14 @@ async fn refresh_host(net: &Net, cfg: &Config, host: &mut HostView) {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(error = %e, "reading the neighbour table failed");
-            return;
+            return false;
         }
     };
+    let mut resolved = true;
     for s in &cfg.services {
         for b in &s.backends {
             let Some(link) = host.links.get(plan::egress(cfg, b)) else {
+                resolved = false;
                 continue;
             };
             let key = (link.ifindex, b.address);
@@ -412,6 +430,7 @@ async fn refresh_host(net: &Net, cfg: &Config, host: &mut HostView) {
             {
                 tracing::info!(backend = %b.address, mac = %crate::addr::mac(&mac), "backend MAC resolved");
             }
+            resolved &= host.macs.contains_key(&key);
             // Keep the last known MAC meanwhile: XDP traffic bypasses the
             // neighbour subsystem, so entries age to STALE even when in use.
             if !n.is_some_and(|n| n.fresh)
@@ -421,4 +440,5 @@ async fn refresh_host(net: &Net, cfg: &Config, host: &mut HostView) {
             }
         }
     }
+    resolved
 }
