@@ -24,14 +24,7 @@ fn drain_keeps_an_open_connection_and_unchanged_reloads_write_nothing() {
     if !require::root(name) || !require::command(name, "ethtool") {
         return;
     }
-    for sched in [
-        "maglev",
-        "ring",
-        "wrr",
-        "random",
-        "least-conn",
-        "shortest-response",
-    ] {
+    for (sched, _) in lb_user::sched::SCHEDULERS {
         let extra = format!("scheduler = \"{sched}\"");
         let (lab, cfg) =
             lab::serving_config(LabSpec::default(), move |l| l.services_with(&extra), &[]).unwrap();

@@ -41,15 +41,7 @@ pub fn run(p: &Pinned, view: &View, as_json: bool) -> Result<String> {
 }
 
 fn sched_name(m: &ServiceMeta) -> &'static str {
-    match m.scheduler {
-        lb_common::SCHED_MAGLEV => "maglev",
-        lb_common::SCHED_RING => "ring",
-        lb_common::SCHED_WRR => "wrr",
-        lb_common::SCHED_RANDOM => "random",
-        lb_common::SCHED_LEAST_CONN => "least-conn",
-        lb_common::SCHED_SHORTEST_RESPONSE => "shortest-response",
-        _ => "?",
-    }
+    crate::sched::name(m.scheduler).unwrap_or("?")
 }
 
 fn forward_name(m: &ServiceMeta) -> &'static str {

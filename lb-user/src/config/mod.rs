@@ -17,9 +17,9 @@ use std::{
     time::Duration,
 };
 
+use crate::sched::SCHEDULERS;
 use lb_common::{
     HASH_5TUPLE, HASH_SRC_IP, HASH_SRC_IP_DST_PORT, MAX_SCAN_BACKENDS, PROTO_TCP, PROTO_UDP,
-    SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING, SCHED_SHORTEST_RESPONSE, SCHED_WRR,
     ServiceKey,
     names::{
         DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_PIN_DIR,
@@ -90,14 +90,11 @@ impl Service {
 
     /// The scheduler's `ServiceMeta::scheduler` value.
     pub fn scheduler_id(&self) -> u8 {
-        match self.scheduler.as_str() {
-            "ring" => SCHED_RING,
-            "wrr" => SCHED_WRR,
-            "random" => SCHED_RANDOM,
-            "least-conn" => SCHED_LEAST_CONN,
-            "shortest-response" => SCHED_SHORTEST_RESPONSE,
-            _ => SCHED_MAGLEV,
-        }
+        // Validation admits only names from the table.
+        SCHEDULERS
+            .iter()
+            .find(|s| s.0 == self.scheduler)
+            .map_or(SCHEDULERS[0].1, |s| s.1)
     }
 
     /// "203.0.113.10:80/tcp", the name `lb show table` takes.
@@ -365,15 +362,8 @@ impl Validator<'_> {
         };
         let scheduler = self.choice(
             &s.scheduler,
-            "maglev",
-            &[
-                "maglev",
-                "ring",
-                "wrr",
-                "random",
-                "least-conn",
-                "shortest-response",
-            ],
+            SCHEDULERS[0].0,
+            &SCHEDULERS.map(|s| s.0),
             "scheduler",
         )?;
         let virtual_nodes = self.int(

@@ -13,6 +13,22 @@ use lb_common::{
 
 use crate::maglev::{self, Entry};
 
+/// Every scheduler: its config name and the `ServiceMeta::scheduler` id the
+/// XDP program knows it by. The first is the default.
+pub const SCHEDULERS: [(&str, u8); 6] = [
+    ("maglev", SCHED_MAGLEV),
+    ("ring", SCHED_RING),
+    ("wrr", SCHED_WRR),
+    ("random", SCHED_RANDOM),
+    ("least-conn", SCHED_LEAST_CONN),
+    ("shortest-response", SCHED_SHORTEST_RESPONSE),
+];
+
+/// The config name of scheduler `id`.
+pub fn name(id: u8) -> Option<&'static str> {
+    SCHEDULERS.iter().find(|s| s.1 == id).map(|s| s.0)
+}
+
 /// Entries for one table slot (at most `m`), backend indices where
 /// `id_positions` says. `rtt_ms[i]` is backend i's response time
 /// (shortest-response only).
