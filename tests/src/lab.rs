@@ -281,6 +281,7 @@ impl Lab {
 
     /// Write the balancer config for `role` and return its path.
     pub fn write_config(&self, role: &str, services: &str) -> Result<PathBuf> {
+        // restart_agent finds it here.
         let path = self.dir.join(format!("{role}.toml"));
         let text = format!(
             "# Lab balancer {role}; written by the lab.\n[agent]\ninterface = \"eth0\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_services = 8\nmax_backends = 64\n\n{services}",
@@ -327,6 +328,13 @@ impl Lab {
     /// Start `lb run -c CONFIG` in balancer namespace `role`.
     pub fn start_agent(&mut self, role: &str, lb_bin: &Path, config: &Path) -> Result<()> {
         self.start_agent_as(role, role, lb_bin, config, &[])
+    }
+
+    /// Start `role`'s agent again, as process `name`, with the config
+    /// `write_config` left for it (and so its pins).
+    pub fn restart_agent(&mut self, role: &str, name: &str) -> Result<()> {
+        let cfg = self.dir.join(format!("{role}.toml"));
+        self.start_agent_as(role, name, &bin("LB_BIN", "lb")?, &cfg, &[])
     }
 
     /// Start `lb run -c CONFIG EXTRA...` in namespace `role` as process `name`.

@@ -376,7 +376,7 @@ fn flows_survive_an_agent_restart_with_keep_pinned() {
     if !require::root(name) || !require::command(name, "ethtool") {
         return;
     }
-    let (mut lab, cfg) = lab::serving_with(LabSpec::default(), &["--keep-pinned"]).unwrap();
+    let (mut lab, _) = lab::serving_with(LabSpec::default(), &["--keep-pinned"]).unwrap();
     let (to_client, client_rx) = std::sync::mpsc::channel::<&'static str>();
     let (to_test, test_rx) = std::sync::mpsc::channel::<Result<String, String>>();
     let c_ns = lab.ns("c");
@@ -412,14 +412,7 @@ fn flows_survive_an_agent_restart_with_keep_pinned() {
     );
 
     // A new agent adopts the live maps; the connection keeps its backend.
-    lab.start_agent_as(
-        "lb1",
-        "lb1-again",
-        &lab::bin("LB_BIN", "lb").unwrap(),
-        &cfg,
-        &[],
-    )
-    .unwrap();
+    lab.restart_agent("lb1", "lb1-again").unwrap();
     lab.wait_log(
         "lb1-again",
         "adopted live maps from a previous agent",

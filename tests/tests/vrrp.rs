@@ -32,43 +32,41 @@ fn two_balancers() -> Lab {
 
 /// Start lb1's agent again with its config (and pins) as process lb1-again.
 fn restart_lb1(l: &mut Lab) {
-    let cfg = l.dir.join("lb1.toml");
-    l.start_agent_as(
-        "lb1",
-        "lb1-again",
-        &lab::bin("LB_BIN", "lb").unwrap(),
-        &cfg,
-        &[],
-    )
-    .unwrap();
+    l.restart_agent("lb1", "lb1-again").unwrap();
 }
 
 fn skip(name: &str) -> bool {
     !require::root(name) || !require::command(name, "ethtool")
 }
 
-/// The lab with both agents started; `extra1`/`extra2` go into each
-/// balancer's [[vrrp]].
+/// Write `role`'s config, the default services and `section`, and start
+/// its agent.
+fn start_with(l: &mut Lab, role: &str, section: &str) {
+    let cfg = l
+        .write_config(role, &format!("{}{section}", l.default_services()))
+        .unwrap();
+    l.start_agent(role, &lab::bin("LB_BIN", "lb").unwrap(), &cfg)
+        .unwrap();
+}
+
+/// `start_with` a [[vrrp]] section of `priority`, `interval` and `extra`.
+fn start_ours(l: &mut Lab, role: &str, priority: u8, interval: &str, extra: &str) {
+    start_with(l, role, &Lab::vrrp_section(priority, interval, extra));
+}
+
+/// Start lb1 (150) and then lb2 (100) in `l`; `extra1`/`extra2` go into
+/// each balancer's [[vrrp]].
+fn start_pair(l: &mut Lab, extra1: &str, extra2: &str) {
+    start_ours(l, "lb1", 150, INTERVAL, extra1);
+    // lb1 first, so it is master whatever preempt says.
+    wait_state(l, "lb1", "MASTER", Duration::from_secs(10));
+    start_ours(l, "lb2", 100, INTERVAL, extra2);
+}
+
+/// The lab with both agents started (`start_pair`).
 fn pair(extra1: &str, extra2: &str) -> Lab {
     let mut l = two_balancers();
-    let lb = lab::bin("LB_BIN", "lb").unwrap();
-    for (role, prio, extra) in [("lb1", 150, extra1), ("lb2", 100, extra2)] {
-        let cfg = l
-            .write_config(
-                role,
-                &format!(
-                    "{}{}",
-                    l.default_services(),
-                    Lab::vrrp_section(prio, INTERVAL, extra)
-                ),
-            )
-            .unwrap();
-        l.start_agent(role, &lb, &cfg).unwrap();
-        if role == "lb1" {
-            // lb1 first, so it is master whatever preempt says.
-            wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
-        }
-    }
+    start_pair(&mut l, extra1, extra2);
     l
 }
 
@@ -237,18 +235,7 @@ fn with_keepalived(version: u8, ka_priority: u8, auth: bool) -> Lab {
         "version = {version}\n{}",
         if auth { "auth_pass = \"s3cret\"" } else { "" }
     );
-    let cfg = l
-        .write_config(
-            "lb1",
-            &format!(
-                "{}{}",
-                l.default_services(),
-                Lab::vrrp_section(150, interval, &ours)
-            ),
-        )
-        .unwrap();
-    l.start_agent("lb1", &lab::bin("LB_BIN", "lb").unwrap(), &cfg)
-        .unwrap();
+    start_ours(&mut l, "lb1", 150, interval, &ours);
     if ka_priority < 150 {
         // Otherwise a keepalived that starts first is briefly (and rightly)
         // master until our higher priority preempts it.
@@ -424,18 +411,7 @@ fn hostile_adverts_are_dropped_counted_and_change_nothing() {
     let v2 = "version = 2\nauth_pass = \"s3cret\"";
     let mut l = two_balancers();
     for (role, prio) in [("lb1", 150), ("lb2", 100)] {
-        let cfg = l
-            .write_config(
-                role,
-                &format!(
-                    "{}{}",
-                    l.default_services(),
-                    Lab::vrrp_section(prio, "1s", v2)
-                ),
-            )
-            .unwrap();
-        l.start_agent(role, &lab::bin("LB_BIN", "lb").unwrap(), &cfg)
-            .unwrap();
+        start_ours(&mut l, role, prio, "1s", v2);
     }
     wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
     wait_state(&l, "lb2", "BACKUP", Duration::from_secs(5));
@@ -562,19 +538,8 @@ notify = ["/bin/sh", "-c", "echo \"$1 $2 $3\" >> {}", "notify"]"#,
         code.display(),
         log.display()
     );
-    let lb = lab::bin("LB_BIN", "lb").unwrap();
     for (role, prio, extra) in [("lb1", 150, extra1.as_str()), ("lb2", 100, "")] {
-        let cfg = l
-            .write_config(
-                role,
-                &format!(
-                    "{}{}",
-                    l.default_services(),
-                    Lab::vrrp_section(prio, INTERVAL, extra)
-                ),
-            )
-            .unwrap();
-        l.start_agent(role, &lb, &cfg).unwrap();
+        start_ours(&mut l, role, prio, INTERVAL, extra);
     }
     wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
     // A tracked interface goes down: FAULT, the peer takes over.
@@ -611,7 +576,6 @@ notify = ["/bin/sh", "-c", "echo \"$1 $2 $3\" >> {}", "notify"]"#,
         ],
         "notify calls in order"
     );
-    let _ = &mut l;
 }
 
 #[test]
@@ -621,16 +585,12 @@ fn an_ipv6_instance_moves_the_vip_with_neighbour_advertisements() {
         return;
     }
     let mut l = two_balancers();
-    let lb = lab::bin("LB_BIN", "lb").unwrap();
     for (role, prio) in [("lb1", 150), ("lb2", 100)] {
         let section = format!(
             "[[vrrp]]\nname = \"VI_6\"\nvrid = 52\npriority = {prio}\nadvert_interval = \"{INTERVAL}\"\nvips = [\"{}/128\", \"{VIP4}/32\"]\n",
             lab::VIP6
         );
-        let cfg = l
-            .write_config(role, &format!("{}{section}", l.default_services()))
-            .unwrap();
-        l.start_agent(role, &lb, &cfg).unwrap();
+        start_with(&mut l, role, &section);
     }
     wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
     wait_state(&l, "lb2", "BACKUP", Duration::from_secs(5));
@@ -681,23 +641,7 @@ fn a_heartbeat_path_keeps_the_backup_from_a_split_brain() {
         netns::ip(ns, "link set hb0 up").unwrap();
     }
     let hb = r#"heartbeat_paths = [ { interface = "hb0" } ]"#;
-    let lb = lab::bin("LB_BIN", "lb").unwrap();
-    for (role, prio) in [("lb1", 150), ("lb2", 100)] {
-        let cfg = l
-            .write_config(
-                role,
-                &format!(
-                    "{}{}",
-                    l.default_services(),
-                    Lab::vrrp_section(prio, INTERVAL, hb)
-                ),
-            )
-            .unwrap();
-        l.start_agent(role, &lb, &cfg).unwrap();
-        if role == "lb1" {
-            wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
-        }
-    }
+    start_pair(&mut l, hb, hb);
     wait_state(&l, "lb2", "BACKUP", Duration::from_secs(5));
     let nft = |rule: &str| {
         let mut args = vec!["nft"];
@@ -722,7 +666,6 @@ fn a_heartbeat_path_keeps_the_backup_from_a_split_brain() {
     // takes over (the split brain the README describes).
     nft("add rule inet lab input iifname hb0 ip protocol 112 drop");
     wait_state(&l, "lb2", "MASTER", Duration::from_secs(3));
-    let _ = &mut l;
 }
 
 /// The same topology with keepalived on both balancers: the reference our
