@@ -2,7 +2,10 @@
 //! and `lb show` can predict where a flow lands, and every balancer sharing a
 //! config agrees on it.
 
-use crate::types::{FlowKey, HASH_SRC_IP, HASH_SRC_IP_DST_PORT};
+use crate::{
+    sched::{HASH_SRC_IP, HASH_SRC_IP_DST_PORT},
+    types::FlowKey,
+};
 
 const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;

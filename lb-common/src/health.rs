@@ -15,6 +15,25 @@ pub const CHECK_HTTP: u8 = 1;
 pub const CHECK_TCP: u8 = 2;
 pub const CHECK_SCRIPT: u8 = 3;
 
+/// `BackendHealth::state` as `lb show` and the API name it.
+pub const fn health_state_name(state: u8) -> &'static str {
+    match state {
+        HEALTH_UP => "up",
+        HEALTH_DOWN => "down",
+        _ => "unknown",
+    }
+}
+
+/// `BackendHealth::kind` as the config names it.
+pub const fn check_kind_name(kind: u8) -> &'static str {
+    match kind {
+        CHECK_HTTP => "http",
+        CHECK_TCP => "tcp",
+        CHECK_SCRIPT => "script",
+        _ => "none",
+    }
+}
+
 /// Bytes kept of the last error's text.
 pub const HEALTH_ERROR_LEN: usize = 64;
 

@@ -8,12 +8,14 @@
 pub mod hash;
 pub mod health;
 pub mod names;
+pub mod sched;
 pub mod stats;
 pub mod types;
 pub mod vrrp;
 
 pub use hash::flow_hash;
 pub use health::BackendHealth;
+pub use sched::*;
 pub use stats::Reason;
 pub use types::*;
 pub use vrrp::VrrpStatus;

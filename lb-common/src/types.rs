@@ -8,35 +8,8 @@ pub const FAMILY_V6: u8 = 6;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
-/// `ServiceMeta::scheduler`.
-pub const SCHED_MAGLEV: u8 = 0;
-/// Consistent-hash ring: the slot holds sorted (point, backend) pairs.
-pub const SCHED_RING: u8 = 1;
-/// Smooth weighted round robin over the slot's sequence (per-CPU position).
-pub const SCHED_WRR: u8 = 2;
-/// A uniformly random position in the slot's weighted sequence.
-pub const SCHED_RANDOM: u8 = 3;
-
-/// Fewest active flows per unit of weight; the slot holds (backend,
-/// effective weight) pairs.
-pub const SCHED_LEAST_CONN: u8 = 4;
-/// Lowest response time x (active + 1); ties to a weighted random one. The
-/// slot holds (backend, effective weight, response time in ms) triples.
-pub const SCHED_SHORTEST_RESPONSE: u8 = 5;
-/// Most backends a least-conn or shortest-response service can hold (the
-/// XDP program's bounded scan).
-pub const MAX_SCAN_BACKENDS: u32 = 256;
-
 /// `FlowValue::flags`: the client sent FIN or RST; no longer active.
 pub const FLOW_CLOSING: u32 = 1;
-
-/// `ServiceMeta::forward`.
-pub const FORWARD_DR: u8 = 0;
-
-/// `ServiceMeta::hash_fields`: which flow fields pick the table entry.
-pub const HASH_5TUPLE: u8 = 0;
-pub const HASH_SRC_IP: u8 = 1;
-pub const HASH_SRC_IP_DST_PORT: u8 = 2;
 
 /// `ServiceMeta::flags`: the VIP belongs to a VRRP instance that is not
 /// master here; its packets pass untouched.

@@ -9,6 +9,19 @@ pub const VRRP_BACKUP: u8 = 1;
 pub const VRRP_MASTER: u8 = 2;
 pub const VRRP_FAULT: u8 = 3;
 
+/// `VrrpStatus::state` as `lb show vrrp` prints it (keepalived's words).
+pub const fn vrrp_state_name(state: u8) -> &'static str {
+    match state {
+        VRRP_MASTER => "MASTER",
+        VRRP_BACKUP => "BACKUP",
+        VRRP_FAULT => "FAULT",
+        _ => "INIT",
+    }
+}
+
+/// Bytes of `VrrpStatus::name`; the config allows one less (NUL-padded).
+pub const VRRP_NAME_LEN: usize = 32;
+
 /// Instances an agent can run.
 pub const MAX_VRRP: u32 = 16;
 /// Counters of dropped adverts, one per drop reason.
@@ -18,7 +31,7 @@ pub const VRRP_DROP_REASONS: usize = 12;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct VrrpStatus {
     /// Instance name, UTF-8, NUL-padded.
-    pub name: [u8; 32],
+    pub name: [u8; VRRP_NAME_LEN],
     /// 1 while the slot holds an instance.
     pub configured: u8,
     pub state: u8,
@@ -50,13 +63,17 @@ impl Default for VrrpStatus {
 
 impl VrrpStatus {
     pub fn name(&self) -> &str {
-        let end = self.name.iter().position(|&b| b == 0).unwrap_or(32);
+        let end = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(VRRP_NAME_LEN);
         core::str::from_utf8(&self.name[..end]).unwrap_or("")
     }
 
     pub fn set_name(&mut self, n: &str) {
-        self.name = [0; 32];
-        let k = n.len().min(31);
+        self.name = [0; VRRP_NAME_LEN];
+        let k = n.len().min(VRRP_NAME_LEN - 1);
         self.name[..k].copy_from_slice(&n.as_bytes()[..k]);
     }
 }

@@ -1,17 +1,15 @@
-//! The `lb` agent and tools: config, tables, map writing, MAC resolution, inspection.
+//! The `lb` agent and tools. Imports run one way: `config` and `plan` are
+//! data and pure functions; `sched`, `health` and `vrrp` build on them;
+//! `maps` holds the BPF object; `agent` wires them together; `cmd` is the
+//! command line.
 
 pub mod addr;
 pub mod agent;
 pub mod cmd;
 pub mod config;
-pub mod dataplane;
-pub mod ebpf;
+pub mod exec;
 pub mod health;
-pub mod maglev;
-pub mod neigh;
-pub mod pinned;
+pub mod maps;
 pub mod plan;
 pub mod sched;
-pub mod status;
 pub mod vrrp;
-pub mod vrrp_run;

@@ -9,9 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{FORWARD_DR, ServiceKey};
+use lb_common::{Forward, HashFields, Scheduler, ServiceKey};
 
 use crate::{
+    agent::neigh::LinkInfo,
     config::{BackendCfg, Config, Probe, Service},
     health::{Key, Status},
 };
@@ -23,9 +24,9 @@ pub const MILLI: u64 = 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredService {
     pub key: ServiceKey,
-    pub scheduler: u8,
-    pub forward: u8,
-    pub hash_fields: u8,
+    pub scheduler: Scheduler,
+    pub forward: Forward,
+    pub hash: HashFields,
     /// Ring points per unit of weight (ring only).
     pub virtual_nodes: u32,
     /// The VIP is VRRP-managed and not held here: pass its packets.
@@ -52,13 +53,6 @@ pub struct DesiredBackend {
     /// Smoothed health-check response time in whole milliseconds (0 =
     /// unknown); only shortest-response services carry it.
     pub rtt_ms: u32,
-}
-
-/// An interface as the plan needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkInfo {
-    pub ifindex: u32,
-    pub mac: [u8; 6],
 }
 
 /// A checked backend's health as the agent holds it.
@@ -166,9 +160,9 @@ pub fn desired(cfg: &Config, host: &HostView, now: Instant) -> Vec<DesiredServic
         .iter()
         .map(|s| DesiredService {
             key: s.key(),
-            scheduler: s.scheduler_id(),
-            forward: FORWARD_DR,
-            hash_fields: s.hash_fields,
+            scheduler: s.scheduler,
+            forward: s.forward,
+            hash: s.hash,
             virtual_nodes: s.virtual_nodes,
             standby: standby(cfg, host, s.vip),
             backends: s
@@ -194,7 +188,7 @@ pub fn desired(cfg: &Config, host: &HostView, now: Instant) -> Vec<DesiredServic
                         warming,
                         // Other schedulers' tables must not be rebuilt when a
                         // response time moves.
-                        rtt_ms: if s.scheduler == "shortest-response" {
+                        rtt_ms: if s.scheduler == Scheduler::ShortestResponse {
                             host.rtt_ms.get(&(s.key(), b.address)).copied().unwrap_or(0)
                         } else {
                             0

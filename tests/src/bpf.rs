@@ -14,10 +14,7 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use lb_common::{FlowKey, FlowValue, Reason, names, stats::REASON_COUNT};
-use lb_user::{
-    dataplane::Dataplane,
-    ebpf::{self, Sizes},
-};
+use lb_user::maps::{Sizes, Writer, loader};
 
 /// Small maps: tests need few flows, and many harnesses may exist at once.
 pub const TEST_SIZES: Sizes = Sizes {
@@ -29,7 +26,7 @@ pub const TEST_SIZES: Sizes = Sizes {
 
 pub struct Harness {
     pub ebpf: Ebpf,
-    pub dp: Dataplane,
+    pub dp: Writer,
     pin_dir: PathBuf,
 }
 
@@ -50,21 +47,21 @@ impl Harness {
         let made = Self::build(&pin_dir, sizes);
         if made.is_err() {
             // The maps were pinned before a program failed to load.
-            ebpf::unpin_all(&pin_dir);
+            loader::unpin_all(&pin_dir);
         }
         made
     }
 
     fn build(pin_dir: &std::path::Path, sizes: Sizes) -> Result<Self> {
-        let mut ebpf = ebpf::load(pin_dir, sizes).context("loading the XDP object")?;
+        let mut ebpf = loader::load(pin_dir, sizes).context("loading the XDP object")?;
         for p in [
             names::PROG_LB,
             names::PROG_XDP_PASS,
             names::PROG_BENCH_FLOOR,
         ] {
-            ebpf::program(&mut ebpf, p).with_context(|| format!("verifying {p}"))?;
+            loader::program(&mut ebpf, p).with_context(|| format!("verifying {p}"))?;
         }
-        let dp = Dataplane::new(&mut ebpf, sizes)?;
+        let dp = Writer::new(&mut ebpf, sizes)?;
         Ok(Self {
             ebpf,
             dp,
@@ -137,6 +134,6 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        ebpf::unpin_all(&self.pin_dir);
+        loader::unpin_all(&self.pin_dir);
     }
 }

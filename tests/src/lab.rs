@@ -216,14 +216,14 @@ impl Lab {
         let pin = self.pin_dir(&format!("sw-{port}"));
         let port = port.to_string();
         netns::in_ns(&self.ns("sw"), move || -> Result<()> {
-            let tiny = lb_user::ebpf::Sizes {
+            let tiny = lb_user::maps::loader::Sizes {
                 flows: 1024,
                 max_services: 1,
                 max_backends: 1,
                 table_size: 7,
             };
-            let mut bpf = lb_user::ebpf::load(&pin, tiny)?;
-            let prog = lb_user::ebpf::program(&mut bpf, lb_common::names::PROG_XDP_PASS)?;
+            let mut bpf = lb_user::maps::loader::load(&pin, tiny)?;
+            let prog = lb_user::maps::loader::program(&mut bpf, lb_common::names::PROG_XDP_PASS)?;
             let id = prog.attach(&port, XdpMode::Driver)?;
             let link = FdLink::try_from(prog.take_link(id)?)?;
             link.pin(pin.join(lb_common::names::LINK_PIN))?;
@@ -485,7 +485,7 @@ fn remove_resources(prefix: &str) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if name.starts_with(&format!("lb-lab-{prefix}-")) {
-                lb_user::ebpf::unpin_all(&e.path());
+                lb_user::maps::loader::unpin_all(&e.path());
             }
         }
     }

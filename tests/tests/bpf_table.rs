@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use lb_common::{FORWARD_DR, FlowKey, FlowValue, HASH_5TUPLE, Reason, SCHED_MAGLEV, ServiceKey};
+use lb_common::{FlowKey, FlowValue, Forward, HashFields, Reason, Scheduler, ServiceKey};
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
     frame::{self, ACK, Frame, ICMP, LB_MAC},
@@ -46,9 +46,9 @@ fn backend(a: &str, weight: u32, mac: Option<[u8; 6]>) -> DesiredBackend {
 fn service(name: &str, backends: Vec<DesiredBackend>) -> DesiredService {
     DesiredService {
         key: key(name),
-        scheduler: SCHED_MAGLEV,
-        forward: FORWARD_DR,
-        hash_fields: HASH_5TUPLE,
+        scheduler: Scheduler::Maglev,
+        forward: Forward::Dr,
+        hash: HashFields::FiveTuple,
         standby: false,
         virtual_nodes: 160,
         backends,
@@ -556,9 +556,9 @@ fn hash_src_ip_sends_all_of_a_clients_flows_to_one_backend() {
     let backends: Vec<DesiredBackend> = (0..5)
         .map(|i| backend(&format!("198.51.100.{}", 11 + i), 1, Some(macs[i])))
         .collect();
-    for (fields, want_one) in [(lb_common::HASH_SRC_IP, true), (HASH_5TUPLE, false)] {
+    for (fields, want_one) in [(HashFields::SrcIp, true), (HashFields::FiveTuple, false)] {
         h.dp.apply(&[DesiredService {
-            hash_fields: fields,
+            hash: fields,
             standby: false,
             virtual_nodes: 160,
             ..service("203.0.113.10:80/tcp", backends.clone())

@@ -35,7 +35,7 @@ fn spread(lab: &lab::Lab, n: u16, port0: u16) -> BTreeMap<String, u32> {
 /// computed from the live table and the same flow hash the kernel uses.
 fn predicted(lab: &lab::Lab, n: u16, port0: u16) -> Vec<String> {
     use lb_common::{FlowKey, flow_hash};
-    let p = lb_user::pinned::Pinned::open(&lab.pin_dir("lb1")).unwrap();
+    let p = lb_user::maps::Pinned::open(&lab.pin_dir("lb1")).unwrap();
     let key = lb_user::addr::parse_service_name("203.0.113.10:80/tcp").unwrap();
     let (_, meta) = p
         .services()

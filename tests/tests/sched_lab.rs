@@ -24,8 +24,8 @@ fn drain_keeps_an_open_connection_and_unchanged_reloads_write_nothing() {
     if !require::root(name) || !require::command(name, "ethtool") {
         return;
     }
-    for (sched, _) in lb_user::sched::SCHEDULERS {
-        let extra = format!("scheduler = \"{sched}\"");
+    for sched in lb_common::Scheduler::ALL {
+        let extra = format!("scheduler = \"{}\"", sched.name());
         let (lab, cfg) =
             lab::serving_config(LabSpec::default(), move |l| l.services_with(&extra), &[]).unwrap();
         // An unchanged reload writes no map (the agent logs what each

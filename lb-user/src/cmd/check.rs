@@ -1,14 +1,22 @@
 //! `lb check -c FILE`: validate and print the plan; exit 1 on error.
 
-use std::{fmt::Write as _, path::Path};
+use std::{fmt::Write as _, path::PathBuf};
 
 use crate::{
     addr,
     config::{Check, Config, Initial, Probe},
 };
 
-pub fn run(path: &Path) -> anyhow::Result<bool> {
-    match Config::load(path) {
+/// Validate a config and print what it would do; exit 1 on error.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  lb check -c /etc/lb/lb.toml")]
+pub struct Args {
+    #[arg(short, long)]
+    config: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<bool> {
+    match Config::load(&args.config) {
         Ok(cfg) => {
             print!("{}", plan_text(&cfg));
             Ok(true)
@@ -39,8 +47,8 @@ pub fn plan_text(cfg: &Config) -> String {
             s,
             "service {} scheduler={} forward={}",
             svc.name(),
-            svc.scheduler,
-            svc.forward
+            svc.scheduler.name(),
+            svc.forward.name()
         );
         if svc.backends.is_empty() {
             let _ = writeln!(s, "  (no backends: packets to it are dropped)");

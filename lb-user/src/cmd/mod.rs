@@ -1,4 +1,4 @@
-//! One file per `lb` subcommand.
+//! One file (or folder) per `lb` subcommand, each with its clap arguments.
 
 pub mod check;
 pub mod run;

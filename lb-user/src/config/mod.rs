@@ -17,9 +17,9 @@ use std::{
     time::Duration,
 };
 
-use crate::sched::SCHEDULERS;
+use lb_common::vrrp::MAX_VRRP;
 use lb_common::{
-    HASH_5TUPLE, HASH_SRC_IP, HASH_SRC_IP_DST_PORT, MAX_SCAN_BACKENDS, PROTO_TCP, PROTO_UDP,
+    Forward, HashFields, MAX_SCAN_BACKENDS, MAX_TABLE_SIZE, PROTO_TCP, PROTO_UDP, Scheduler,
     ServiceKey,
     names::{
         DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_PIN_DIR,
@@ -31,7 +31,7 @@ use toml::Spanned;
 pub use check::{Check, HttpProbe, Initial, Probe};
 pub use error::ConfigError;
 use raw::{RawAgent, RawBackend, RawCheck, RawConfig, RawService};
-pub use vrrp::{HeartbeatPath, TrackScript, TrackService, Vrrp};
+pub use vrrp::{HeartbeatPath, TrackScript, TrackService, Version, Vip, Vrrp};
 
 /// Ring points per unit of weight, as Dubbo's and Ketama's 160.
 pub const DEFAULT_VIRTUAL_NODES: u32 = 160;
@@ -66,9 +66,9 @@ pub struct Service {
     pub vip: IpAddr,
     pub port: u16,
     pub proto: u8,
-    pub scheduler: String,
-    pub forward: String,
-    pub hash_fields: u8,
+    pub scheduler: Scheduler,
+    pub forward: Forward,
+    pub hash: HashFields,
     /// Ring points per unit of weight (scheduler = "ring").
     pub virtual_nodes: u32,
     /// Slow start: a backend that comes up ramps to full weight over this.
@@ -86,15 +86,6 @@ impl Service {
             proto: self.proto,
             family: crate::addr::family(self.vip),
         }
-    }
-
-    /// The scheduler's `ServiceMeta::scheduler` value.
-    pub fn scheduler_id(&self) -> u8 {
-        // Validation admits only names from the table.
-        SCHEDULERS
-            .iter()
-            .find(|s| s.0 == self.scheduler)
-            .map_or(SCHEDULERS[0].1, |s| s.1)
     }
 
     /// "203.0.113.10:80/tcp", the name `lb show table` takes.
@@ -206,6 +197,16 @@ impl Validator<'_> {
                 "raise [agent] max_backends",
             ));
         }
+        if raw.vrrp.len() > MAX_VRRP as usize {
+            return Err(ConfigError::whole(
+                self.path,
+                format!(
+                    "{} [[vrrp]] instances, more than {MAX_VRRP}",
+                    raw.vrrp.len()
+                ),
+                "an agent runs at most that many instances; merge VIPs into fewer instances",
+            ));
+        }
         let mut vrrp: Vec<Vrrp> = Vec::with_capacity(raw.vrrp.len());
         for r in &raw.vrrp {
             let v = self.vrrp(r.get_ref(), &agent.interface, &services)?;
@@ -268,7 +269,7 @@ impl Validator<'_> {
             &a.table_size,
             DEFAULT_TABLE_SIZE,
             7,
-            4_000_037,
+            MAX_TABLE_SIZE,
             "table_size",
         )?;
         if !is_prime(table_size) {
@@ -360,12 +361,7 @@ impl Validator<'_> {
                 ));
             }
         };
-        let scheduler = self.choice(
-            &s.scheduler,
-            SCHEDULERS[0].0,
-            &SCHEDULERS.map(|s| s.0),
-            "scheduler",
-        )?;
+        let scheduler = self.choice(&s.scheduler, &Scheduler::ALL, Scheduler::name, "scheduler")?;
         let virtual_nodes = self.int(
             &s.virtual_nodes,
             DEFAULT_VIRTUAL_NODES,
@@ -374,28 +370,19 @@ impl Validator<'_> {
             "virtual_nodes",
         )?;
         if let Some(v) = &s.virtual_nodes
-            && scheduler != "ring"
+            && scheduler != Scheduler::Ring
         {
             return Err(self.err(
                 v.span(),
-                format!("virtual_nodes does not apply to scheduler {scheduler:?}"),
+                format!(
+                    "virtual_nodes does not apply to scheduler {:?}",
+                    scheduler.name()
+                ),
                 "virtual_nodes sets the points per backend of scheduler = \"ring\"; remove it or change the scheduler",
             ));
         }
-        let forward = self.choice(&s.forward, "dr", &["dr"], "forward")?;
-        let hash_fields = match self
-            .choice(
-                &s.hash,
-                "5-tuple",
-                &["5-tuple", "src-ip", "src-ip+dst-port"],
-                "hash",
-            )?
-            .as_str()
-        {
-            "src-ip" => HASH_SRC_IP,
-            "src-ip+dst-port" => HASH_SRC_IP_DST_PORT,
-            _ => HASH_5TUPLE,
-        };
+        let forward = self.choice(&s.forward, &Forward::ALL, Forward::name, "forward")?;
+        let hash = self.choice(&s.hash, &HashFields::ALL, HashFields::name, "hash")?;
         // The service's own check must be valid even if every backend overrides it.
         self.check(&RawCheck::merge(s.check.as_ref(), None))?;
         let warmup = self.duration(&s.warmup, Duration::ZERO, "warmup")?;
@@ -423,13 +410,12 @@ impl Validator<'_> {
             }
             backends.push(b);
         }
-        if matches!(scheduler.as_str(), "least-conn" | "shortest-response")
-            && backends.len() > MAX_SCAN_BACKENDS as usize
-        {
+        if scheduler.scans() && backends.len() > MAX_SCAN_BACKENDS as usize {
             return Err(self.err(
                 s.scheduler.as_ref().map(Spanned::span).unwrap_or_default(),
                 format!(
-                    "{scheduler} compares at most {MAX_SCAN_BACKENDS} backends per new flow; this service has {}",
+                    "{} compares at most {MAX_SCAN_BACKENDS} backends per new flow; this service has {}",
+                    scheduler.name(),
                     backends.len()
                 ),
                 "use maglev or ring for larger services, or split the backends",
@@ -441,7 +427,7 @@ impl Validator<'_> {
             proto,
             scheduler,
             forward,
-            hash_fields,
+            hash,
             virtual_nodes,
             warmup,
             warmup_step,
@@ -449,22 +435,23 @@ impl Validator<'_> {
         })
     }
 
-    fn choice(
+    /// One of `all` by its name; the first is the default.
+    fn choice<T: Copy>(
         &self,
         v: &Option<Spanned<String>>,
-        default: &str,
-        allowed: &[&str],
+        all: &[T],
+        name: fn(T) -> &'static str,
         what: &str,
-    ) -> Result<String, ConfigError> {
+    ) -> Result<T, ConfigError> {
         let Some(v) = v else {
-            return Ok(default.to_string());
+            return Ok(all[0]);
         };
-        if allowed.contains(&v.get_ref().as_str()) {
-            return Ok(v.get_ref().clone());
+        if let Some(t) = all.iter().copied().find(|t| name(*t) == v.get_ref()) {
+            return Ok(t);
         }
-        let list = allowed
+        let list = all
             .iter()
-            .map(|a| format!("\"{a}\""))
+            .map(|t| format!("\"{}\"", name(*t)))
             .collect::<Vec<_>>()
             .join(", ");
         Err(self.err(

@@ -58,7 +58,7 @@ fn good_config_parses_with_defaults() {
     assert_eq!(c.services[0].backends[1].weight, 2);
     assert_eq!(c.services[1].proto, PROTO_UDP);
     assert_eq!(c.services[1].backends[0].weight, 1);
-    assert_eq!(c.services[0].scheduler, "maglev");
+    assert_eq!(c.services[0].scheduler, lb_common::Scheduler::Maglev);
 }
 
 #[test]
@@ -339,13 +339,9 @@ fn scheduler_errors_point_at_the_value() {
     assert!(e.hint.contains("src-ip"), "{e}");
     let c = parse(&format!("{base}scheduler = \"ring\"\nvirtual_nodes = 40\n")).unwrap();
     assert_eq!(c.services[0].virtual_nodes, 40);
-    assert_eq!(c.services[0].scheduler_id(), lb_common::SCHED_RING);
-    for (name, id) in [
-        ("maglev", lb_common::SCHED_MAGLEV),
-        ("wrr", lb_common::SCHED_WRR),
-        ("random", lb_common::SCHED_RANDOM),
-    ] {
-        let c = parse(&format!("{base}scheduler = \"{name}\"\n")).unwrap();
-        assert_eq!(c.services[0].scheduler_id(), id);
+    assert_eq!(c.services[0].scheduler, lb_common::Scheduler::Ring);
+    for s in lb_common::Scheduler::ALL {
+        let c = parse(&format!("{base}scheduler = \"{}\"\n", s.name())).unwrap();
+        assert_eq!(c.services[0].scheduler, s);
     }
 }

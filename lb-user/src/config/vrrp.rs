@@ -6,7 +6,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{ConfigError, Service, Validator};
-use crate::vrrp::{addrs::Vip, codec::Version};
+use lb_common::vrrp::VRRP_NAME_LEN;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +57,29 @@ pub struct RawTrackScript {
 pub struct RawTrackService {
     pub service: Spanned<String>,
     pub weight: Spanned<i64>,
+}
+
+/// VRRP version on the wire: 2 (RFC 3768) or 3 (RFC 5798).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    V2,
+    V3,
+}
+
+impl Version {
+    pub const fn number(self) -> u8 {
+        match self {
+            Version::V2 => 2,
+            Version::V3 => 3,
+        }
+    }
+}
+
+/// A VIP as configured: address and prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Vip {
+    pub addr: IpAddr,
+    pub prefix: u8,
 }
 
 /// An extra path the master also advertises on (the split-brain guard).
@@ -163,11 +186,15 @@ impl Validator<'_> {
         services: &[Service],
     ) -> Result<Vrrp, ConfigError> {
         let name = r.name.get_ref().clone();
-        if name.is_empty() || name.len() > 31 || name.chars().any(|c| c.is_whitespace()) {
+        if name.is_empty() || name.len() >= VRRP_NAME_LEN || name.chars().any(|c| c.is_whitespace())
+        {
             return Err(self.err(
                 r.name.span(),
                 format!("bad instance name {name:?}"),
-                "1 to 31 characters without spaces, like \"VI_1\"",
+                &format!(
+                    "1 to {} characters without spaces, like \"VI_1\"",
+                    VRRP_NAME_LEN - 1
+                ),
             ));
         }
         let vrid = self.int(&Some(r.vrid.clone()), 0, 1, 255, "vrid")? as u8;

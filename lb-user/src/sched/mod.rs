@@ -1,40 +1,31 @@
 //! Per-service schedulers as pure functions from (backends, weights) to the
-//! table the XDP program reads: Maglev's lookup table, the consistent-hash
-//! ring, a weighted sequence (wrr, random), or the candidates least-conn
-//! (backend, weight) and shortest-response (backend, weight, ms) compare.
+//! table slot the XDP program reads: Maglev's lookup table, the
+//! consistent-hash ring, a weighted sequence (wrr, random), or the
+//! candidates least-conn (backend, weight) and shortest-response (backend,
+//! weight, ms) compare. The slot layouts are lb-common's `Scheduler::layout`.
 
+pub mod maglev;
 pub mod ring;
 pub mod seq;
 
-use lb_common::{
-    MAX_SCAN_BACKENDS, NO_BACKEND, SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING,
-    SCHED_SHORTEST_RESPONSE, SCHED_WRR,
-};
+use std::collections::BTreeMap;
 
-use crate::maglev::{self, Entry};
+use lb_common::{MAX_SCAN_BACKENDS, NO_BACKEND, Scheduler};
 
-/// Every scheduler: its config name and the `ServiceMeta::scheduler` id the
-/// XDP program knows it by. The first is the default.
-pub const SCHEDULERS: [(&str, u8); 6] = [
-    ("maglev", SCHED_MAGLEV),
-    ("ring", SCHED_RING),
-    ("wrr", SCHED_WRR),
-    ("random", SCHED_RANDOM),
-    ("least-conn", SCHED_LEAST_CONN),
-    ("shortest-response", SCHED_SHORTEST_RESPONSE),
-];
-
-/// The config name of scheduler `id`.
-pub fn name(id: u8) -> Option<&'static str> {
-    SCHEDULERS.iter().find(|s| s.1 == id).map(|s| s.0)
+/// One backend as a table builder sees it: a stable identity (its address
+/// bytes, the same on every balancer) and a weight.
+#[derive(Debug, Clone, Copy)]
+pub struct Weighted<'a> {
+    pub key: &'a [u8],
+    pub weight: u32,
 }
 
-/// Entries for one table slot (at most `m`), backend indices where
-/// `id_positions` says. `rtt_ms[i]` is backend i's response time
-/// (shortest-response only).
+/// Entries for one table slot (at most `m`), with backend indices in the
+/// id words of `scheduler`'s layout. `rtt_ms[i]` is backend i's response
+/// time (shortest-response only).
 pub fn build(
-    scheduler: u8,
-    backends: &[Entry<'_>],
+    scheduler: Scheduler,
+    backends: &[Weighted<'_>],
     m: u32,
     virtual_nodes: u32,
     rtt_ms: &[u32],
@@ -47,27 +38,116 @@ pub fn build(
             .take(MAX_SCAN_BACKENDS as usize)
     };
     match scheduler {
-        SCHED_RING => ring::build(backends, virtual_nodes, m as usize / 2)
-            .into_iter()
-            .flat_map(|(p, b)| [p, b])
-            .collect(),
-        SCHED_WRR | SCHED_RANDOM => seq::build(backends, m as usize),
-        SCHED_LEAST_CONN => live().flat_map(|(i, b)| [i as u32, b.weight]).collect(),
-        SCHED_SHORTEST_RESPONSE => live()
+        Scheduler::Ring => {
+            let max_points = (m / scheduler.layout().stride) as usize;
+            ring::build(backends, virtual_nodes, max_points)
+                .into_iter()
+                .flat_map(|(p, b)| [p, b])
+                .collect()
+        }
+        Scheduler::Wrr | Scheduler::Random => seq::build(backends, m as usize),
+        Scheduler::LeastConn => live().flat_map(|(i, b)| [i as u32, b.weight]).collect(),
+        Scheduler::ShortestResponse => live()
             .flat_map(|(i, b)| [i as u32, b.weight, rtt_ms.get(i).copied().unwrap_or(0)])
             .collect(),
-        SCHED_MAGLEV => maglev::build(backends, m),
-        _ => vec![NO_BACKEND; m as usize],
+        Scheduler::Maglev => maglev::build(backends, m),
     }
 }
 
-/// (stride, offset) of the backend entries in a slot of `scheduler`: a
-/// ring's points and least-conn's weights are not backend indices.
-pub fn id_positions(scheduler: u8) -> (usize, usize) {
+/// Rewrite the backend words of a slot (indices to ids, say); ring points,
+/// weights and response times stay. `NO_BACKEND` stays too.
+pub fn map_ids(scheduler: Scheduler, slot: &mut [u32], f: impl Fn(u32) -> u32) {
+    let l = scheduler.layout();
+    for e in slot
+        .iter_mut()
+        .skip(l.id_offset as usize)
+        .step_by(l.stride as usize)
+    {
+        if *e != NO_BACKEND {
+            *e = f(*e);
+        }
+    }
+}
+
+/// A backend's part of a slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Share {
+    /// Records that name it (table entries, ring points, candidates).
+    pub entries: u64,
+    /// The fraction of new flows the slot gives it: entries of a table or
+    /// sequence, arcs of the hash space for a ring, weights for the
+    /// scanning schedulers (whose active counts decide each flow).
+    pub share: f64,
+}
+
+/// Each backend word's share of a slot, keyed by that word (`NO_BACKEND`
+/// included, for a table with holes).
+pub fn shares(scheduler: Scheduler, slot: &[u32]) -> BTreeMap<u32, Share> {
+    let stride = scheduler.layout().stride as usize;
+    let mut out: BTreeMap<u32, Share> = BTreeMap::new();
     match scheduler {
-        SCHED_RING => (2, 1),
-        SCHED_LEAST_CONN => (2, 0),
-        SCHED_SHORTEST_RESPONSE => (3, 0),
-        _ => (1, 0),
+        Scheduler::LeastConn | Scheduler::ShortestResponse => {
+            let total: u64 = slot.chunks_exact(stride).map(|c| c[1] as u64).sum();
+            for c in slot.chunks_exact(stride) {
+                out.insert(
+                    c[0],
+                    Share {
+                        entries: 1,
+                        share: c[1] as f64 / total.max(1) as f64,
+                    },
+                );
+            }
+        }
+        Scheduler::Ring => {
+            let ring: Vec<(u32, u32)> = slot.chunks_exact(stride).map(|c| (c[0], c[1])).collect();
+            for &(_, b) in &ring {
+                out.entry(b).or_default().entries += 1;
+            }
+            for (b, s) in ring::shares(&ring) {
+                out.entry(b).or_default().share = s;
+            }
+        }
+        Scheduler::Maglev | Scheduler::Wrr | Scheduler::Random => {
+            for &e in slot {
+                out.entry(e).or_default().entries += 1;
+            }
+            for s in out.values_mut() {
+                s.share = s.entries as f64 / slot.len().max(1) as f64;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_per_layout() {
+        // Maglev: entries counted.
+        let s = shares(Scheduler::Maglev, &[7, 7, 9, NO_BACKEND]);
+        assert_eq!(s[&7].entries, 2);
+        assert_eq!(s[&7].share, 0.5);
+        assert_eq!(s[&NO_BACKEND].entries, 1);
+        // least-conn: (id, weight) pairs, shares by weight.
+        let s = shares(Scheduler::LeastConn, &[4, 1, 5, 3]);
+        assert_eq!(s[&5].share, 0.75);
+        // shortest-response: (id, weight, ms).
+        let s = shares(Scheduler::ShortestResponse, &[4, 1, 10, 5, 1, 20]);
+        assert_eq!(s[&4].share, 0.5);
+        // ring: two points half the circle apart.
+        let s = shares(Scheduler::Ring, &[0, 1, 1 << 31, 2]);
+        assert_eq!((s[&1].share, s[&2].share), (0.5, 0.5));
+    }
+
+    #[test]
+    fn map_ids_touches_only_backend_words() {
+        let mut ring = vec![100, 0, 200, 1];
+        map_ids(Scheduler::Ring, &mut ring, |i| i + 40);
+        assert_eq!(ring, [100, 40, 200, 41]);
+        let mut m = vec![0, NO_BACKEND, 1];
+        map_ids(Scheduler::Maglev, &mut m, |i| i + 40);
+        assert_eq!(m, [40, NO_BACKEND, 41]);
     }
 }

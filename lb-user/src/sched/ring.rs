@@ -6,16 +6,20 @@
 //! The table is the sorted points as (point, backend index) pairs, which is
 //! what the XDP program binary-searches.
 
+use std::collections::BTreeMap;
+
 use lb_common::hash::bytes_hash;
 
-use crate::maglev::Entry;
+use super::Weighted;
 
 const SEED: u64 = 0x6b65_7461;
+/// Points live on [0, 2^32).
+const FULL_CIRCLE: f64 = 4_294_967_296.0;
 
 /// Points per backend: `virtual_nodes x weight / lightest weight`, scaled
 /// down together (at least 1 each) when they would exceed `max_points`.
 pub fn points_per_backend(
-    backends: &[Entry<'_>],
+    backends: &[Weighted<'_>],
     virtual_nodes: u32,
     max_points: usize,
 ) -> Vec<u64> {
@@ -43,7 +47,7 @@ pub fn points_per_backend(
 }
 
 /// The ring as sorted (point, backend index) pairs.
-pub fn build(backends: &[Entry<'_>], virtual_nodes: u32, max_points: usize) -> Vec<(u32, u32)> {
+pub fn build(backends: &[Weighted<'_>], virtual_nodes: u32, max_points: usize) -> Vec<(u32, u32)> {
     let counts = points_per_backend(backends, virtual_nodes, max_points);
     let mut points = Vec::with_capacity(counts.iter().sum::<u64>() as usize);
     for (i, (b, &n)) in backends.iter().zip(&counts).enumerate() {
@@ -72,22 +76,19 @@ pub fn lookup(ring: &[(u32, u32)], h: u32) -> Option<u32> {
 }
 
 /// Each backend's share of the hash space: the arcs ending at its points.
-pub fn shares(ring: &[(u32, u32)], n: usize) -> Vec<f64> {
-    let mut s = vec![0f64; n];
+/// The pairs' second words may be indices or ids; the shares are keyed by them.
+pub fn shares(ring: &[(u32, u32)]) -> BTreeMap<u32, f64> {
+    let mut s = BTreeMap::new();
     for (i, &(p, b)) in ring.iter().enumerate() {
-        let prev = if i == 0 {
-            ring[ring.len() - 1].0
+        let prev = ring[if i == 0 { ring.len() } else { i } - 1].0;
+        let arc = if ring.len() == 1 {
+            FULL_CIRCLE
         } else {
-            ring[i - 1].0
+            p.wrapping_sub(prev) as f64
         };
-        let arc = p.wrapping_sub(prev) as f64;
-        s[b as usize] += arc;
+        *s.entry(b).or_default() += arc / FULL_CIRCLE;
     }
-    if ring.len() == 1 {
-        s[ring[0].1 as usize] = 1.0;
-        return s;
-    }
-    s.iter().map(|x| x / 4_294_967_296.0).collect()
+    s
 }
 
 #[cfg(test)]
@@ -107,7 +108,7 @@ mod tests {
     #[test]
     fn removing_a_backend_moves_only_its_flows() {
         let k = keys(10);
-        let all: Vec<Entry<'_>> = k.iter().map(|k| Entry { key: k, weight: 1 }).collect();
+        let all: Vec<Weighted<'_>> = k.iter().map(|k| Weighted { key: k, weight: 1 }).collect();
         let ring = build(&all, 160, 32768);
         // Backend 3 leaves (weight 0 = no points), indices stay the same.
         let mut fewer = all.clone();
@@ -132,14 +133,14 @@ mod tests {
     #[test]
     fn points_scale_with_weight_and_are_capped() {
         let k = keys(3);
-        let e: Vec<Entry<'_>> = [1, 2, 3]
+        let e: Vec<Weighted<'_>> = [1, 2, 3]
             .iter()
             .zip(&k)
-            .map(|(&w, k)| Entry { key: k, weight: w })
+            .map(|(&w, k)| Weighted { key: k, weight: w })
             .collect();
         assert_eq!(points_per_backend(&e, 160, 100_000), vec![160, 320, 480]);
         assert_eq!(points_per_backend(&e, 160, 96), vec![16, 32, 48]);
-        let s = shares(&build(&e, 160, 32768), 3);
-        assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        let s = shares(&build(&e, 160, 32768));
+        assert!((s.values().sum::<f64>() - 1.0).abs() < 1e-9);
     }
 }

@@ -5,14 +5,14 @@
 //! `wrr` walks the sequence with a per-CPU counter; `random` picks a
 //! uniformly random position, so its shares are exact too.
 
-use crate::maglev::Entry;
+use super::Weighted;
 
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Appearances per backend in a sequence of at most `max_len`.
-pub fn counts(backends: &[Entry<'_>], max_len: usize) -> Vec<u64> {
+pub fn counts(backends: &[Weighted<'_>], max_len: usize) -> Vec<u64> {
     let w: Vec<u64> = backends.iter().map(|b| b.weight as u64).collect();
     let g = w.iter().copied().filter(|&x| x > 0).fold(0, gcd);
     if g == 0 {
@@ -49,7 +49,7 @@ pub fn counts(backends: &[Entry<'_>], max_len: usize) -> Vec<u64> {
 }
 
 /// The smooth weighted round-robin sequence of backend indices.
-pub fn build(backends: &[Entry<'_>], max_len: usize) -> Vec<u32> {
+pub fn build(backends: &[Weighted<'_>], max_len: usize) -> Vec<u32> {
     let c = counts(backends, max_len);
     let total: i64 = c.iter().sum::<u64>() as i64;
     let live: Vec<usize> = (0..c.len()).filter(|&i| c[i] > 0).collect();
@@ -73,10 +73,10 @@ pub fn build(backends: &[Entry<'_>], max_len: usize) -> Vec<u32> {
 mod tests {
     use super::*;
 
-    fn entries<'a>(keys: &'a [[u8; 4]], w: &[u32]) -> Vec<Entry<'a>> {
+    fn entries<'a>(keys: &'a [[u8; 4]], w: &[u32]) -> Vec<Weighted<'a>> {
         keys.iter()
             .zip(w)
-            .map(|(k, &w)| Entry { key: k, weight: w })
+            .map(|(k, &w)| Weighted { key: k, weight: w })
             .collect()
     }
 

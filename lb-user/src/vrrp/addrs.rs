@@ -18,12 +18,7 @@ use netlink_packet_route::{
 use rtnetlink::Handle;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-/// A VIP as configured: address and prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Vip {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
+use crate::config::Vip;
 
 fn message(ifindex: u32, v: Vip) -> AddressMessage {
     let mut m = AddressMessage::default();

@@ -4,7 +4,12 @@
 //! caller does (TTL/hop limit, which it passes in); a rejected packet
 //! names its reason and never reaches the state machine.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use lb_common::{VrrpStatus, vrrp::VRRP_DROP_REASONS};
 
 pub const PROTO_VRRP: u8 = 112;
 pub const MCAST_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
@@ -13,11 +18,7 @@ pub const MCAST_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 const TYPE_ADVERT: u8 = 1;
 const V2_AUTH_LEN: usize = 8;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Version {
-    V2,
-    V3,
-}
+pub use crate::config::Version;
 
 /// VRRPv2 authentication (RFC 3768 §5.3.6; type 2, AH, is not supported).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +108,25 @@ impl DropReason {
             DropReason::Family => "family",
         }
     }
+}
+
+/// `VrrpStatus::drops` slot of a reason; the last slot counts packets that
+/// were not even IP (`malformed`).
+pub fn drop_index(r: DropReason) -> usize {
+    DropReason::ALL.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+/// Slot for packets that were not even IP.
+pub const DROP_MALFORMED: usize = DropReason::ALL.len();
+const _: () = assert!(VRRP_DROP_REASONS == DROP_MALFORMED + 1);
+
+/// Drop counters by name, for `lb show vrrp`.
+pub fn drops_by_name(s: &VrrpStatus) -> BTreeMap<&'static str, u32> {
+    DropReason::ALL
+        .iter()
+        .map(|r| (r.name(), s.drops[drop_index(*r)]))
+        .chain(std::iter::once(("malformed", s.drops[DROP_MALFORMED])))
+        .collect()
 }
 
 /// The Internet checksum (RFC 1071) over `parts`, concatenated.

@@ -4,19 +4,16 @@
 //! here decides anything the state machine does not.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use aya::maps::{Array, MapData};
-use futures::TryStreamExt;
 use lb_common::{
     VrrpStatus,
     vrrp::{VRRP_BACKUP, VRRP_FAULT, VRRP_INIT, VRRP_MASTER},
 };
-use netlink_packet_route::link::LinkFlags;
 use rtnetlink::Handle;
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -25,19 +22,15 @@ use tokio::{
 
 use super::{
     addrs::{self, Announcer},
-    codec::{self, Advert, Auth, DropReason, Expect},
+    codec::{self, Advert, Auth, DROP_MALFORMED, Expect, drop_index},
     socket::{Received, Transport},
     state::{Action, Event, Machine, Params, State},
+    track,
 };
-use crate::{
-    config::{Check, Initial, Probe, Vrrp},
-    health,
-};
+use crate::{config::Vrrp, exec};
 
 /// How often tracked interfaces are looked at.
 const LINK_POLL: Duration = Duration::from_millis(200);
-
-pub type StatusMap = Arc<Mutex<Array<MapData, VrrpStatus>>>;
 
 /// What the instance needs from the host, resolved by the agent.
 #[derive(Clone)]
@@ -56,20 +49,33 @@ pub struct Setup {
 /// out and its VIPs are gone.
 pub type Stop = oneshot::Sender<oneshot::Sender<()>>;
 
-/// (instance index, is master, ack) for the data plane. On becoming master
-/// the instance waits for the ack: the data plane forwards the VIPs'
-/// traffic before anyone is told to send it here.
-pub type MasterTx = mpsc::UnboundedSender<(usize, bool, Option<oneshot::Sender<()>>)>;
+/// What an instance tells the agent, which alone writes the maps.
+#[derive(Debug)]
+pub enum ToAgent {
+    /// The instance at config index `slot` became master or stopped being
+    /// it. On becoming master it waits for the ack: the data plane forwards
+    /// the VIPs' traffic before anyone is told to send it here.
+    Master {
+        slot: u32,
+        master: bool,
+        ack: Option<oneshot::Sender<()>>,
+    },
+    /// Its status for `lb show vrrp` changed.
+    Status { slot: u32, status: VrrpStatus },
+}
+
+pub type AgentTx = mpsc::UnboundedSender<ToAgent>;
 
 pub struct Instance {
     s: Setup,
-    master_tx: MasterTx,
+    agent: AgentTx,
     m: Machine,
     transports: Vec<Arc<Transport>>,
     announcer: Announcer,
     net: Handle,
     status: VrrpStatus,
-    map: StatusMap,
+    /// What the agent was last sent.
+    published: VrrpStatus,
     expect: Expect,
     auth: Auth,
     /// Announcements still due in this round, and when the next is.
@@ -87,13 +93,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn drop_index(r: DropReason) -> usize {
-    DropReason::ALL.iter().position(|x| *x == r).unwrap_or(0)
-}
-
-/// Index for packets that were not even IP.
-const DROP_MALFORMED: usize = DropReason::ALL.len();
-
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -102,12 +101,7 @@ async fn sleep_until(t: Option<Instant>) {
 }
 
 impl Instance {
-    pub fn new(
-        s: Setup,
-        net: Handle,
-        map: StatusMap,
-        master_tx: MasterTx,
-    ) -> std::io::Result<Self> {
+    pub fn new(s: Setup, net: Handle, agent: AgentTx) -> std::io::Result<Self> {
         let cfg = &s.cfg;
         let mut transports = vec![Arc::new(Transport::open(
             &cfg.interface,
@@ -136,10 +130,7 @@ impl Instance {
         let mut status = VrrpStatus::default();
         status.set_name(&cfg.name);
         status.configured = 1;
-        status.version = match cfg.version {
-            codec::Version::V2 => 2,
-            codec::Version::V3 => 3,
-        };
+        status.version = cfg.version.number();
         status.vrid = cfg.vrid;
         status.priority = cfg.priority;
         status.effective_priority = cfg.priority;
@@ -153,13 +144,13 @@ impl Instance {
             },
             auth,
             s,
-            master_tx,
+            agent,
             m,
             transports,
             announcer,
             net,
             status,
-            map,
+            published: VrrpStatus::default(),
             garp_left: 0,
             garp_at: None,
             refresh_at: None,
@@ -200,7 +191,7 @@ impl Instance {
         }
         let (script_tx, mut scripts) = mpsc::channel::<(usize, bool)>(16);
         for (i, t) in self.s.cfg.track_scripts.iter().enumerate() {
-            readers.push(tokio::spawn(track_script(i, t.clone(), script_tx.clone())));
+            readers.push(tokio::spawn(track::script(i, t.clone(), script_tx.clone())));
         }
         self.down_services = down_services.borrow_and_update().clone();
         self.link_fault = self.links_down().await;
@@ -265,27 +256,8 @@ impl Instance {
         }
     }
 
-    /// Base priority less the weights of failed tracked scripts and of
-    /// tracked services with no healthy backend; an owner stays at 255.
     fn priority(&self) -> u8 {
-        let base = self.s.cfg.priority;
-        if base == 255 {
-            return 255;
-        }
-        let minus: u32 = self
-            .failed_scripts
-            .iter()
-            .map(|&i| self.s.cfg.track_scripts[i].weight as u32)
-            .chain(
-                self.s
-                    .cfg
-                    .track_services
-                    .iter()
-                    .filter(|t| self.down_services.contains(&t.service))
-                    .map(|t| t.weight as u32),
-            )
-            .sum();
-        (base as u32).saturating_sub(minus).clamp(1, 254) as u8
+        track::priority(&self.s.cfg, &self.failed_scripts, &self.down_services)
     }
 
     async fn reprioritise(&mut self) {
@@ -299,19 +271,7 @@ impl Instance {
     }
 
     async fn links_down(&self) -> bool {
-        for name in &self.s.cfg.track_interfaces {
-            let mut links = self.net.link().get().match_name(name.clone()).execute();
-            match links.try_next().await {
-                Ok(Some(l)) => {
-                    let f = l.header.flags;
-                    if !f.contains(LinkFlags::Up) || !f.contains(LinkFlags::LowerUp) {
-                        return true;
-                    }
-                }
-                _ => return true,
-            }
-        }
-        false
+        track::links_down(&self.net, &self.s.cfg.track_interfaces).await
     }
 
     async fn on_packet(&mut self, r: Received) {
@@ -394,8 +354,12 @@ impl Instance {
                 Action::TakeVips => {
                     let (ack, ready) = oneshot::channel();
                     if self
-                        .master_tx
-                        .send((self.s.slot as usize, true, Some(ack)))
+                        .agent
+                        .send(ToAgent::Master {
+                            slot: self.s.slot,
+                            master: true,
+                            ack: Some(ack),
+                        })
                         .is_ok()
                         && tokio::time::timeout(Duration::from_secs(1), ready)
                             .await
@@ -431,7 +395,11 @@ impl Instance {
                     );
                     self.status.transitions += 1;
                     if to != State::Master {
-                        let _ = self.master_tx.send((self.s.slot as usize, false, None));
+                        let _ = self.agent.send(ToAgent::Master {
+                            slot: self.s.slot,
+                            master: false,
+                            ack: None,
+                        });
                     }
                     self.status.last_change_ms = now_ms();
                     if let Some(cmd) = &self.s.cfg.notify {
@@ -462,75 +430,38 @@ impl Instance {
                 st.family = 0;
             }
         }
-        if let Ok(mut map) = self.map.lock()
-            && let Err(e) = map.set(self.s.slot, *st, 0)
-        {
-            tracing::warn!(error = %e, "writing VRRP status failed");
-        }
-    }
-}
-
-/// Run the notify command without ever waiting on it here; it is killed
-/// after a minute.
-fn notify(cmd: Vec<String>, name: &str, from: State, to: State) {
-    let mut c = tokio::process::Command::new(&cmd[0]);
-    c.args(&cmd[1..])
-        .args([name, from.name(), to.name()])
-        .env("LB_VRRP_INSTANCE", name)
-        .env("LB_VRRP_FROM", from.name())
-        .env("LB_VRRP_TO", to.name())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    match c.spawn() {
-        Ok(mut child) => {
-            tokio::spawn(async move {
-                if tokio::time::timeout(Duration::from_secs(60), child.wait())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(command = ?cmd, "notify command still running after 60 s; killed");
-                }
+        if *st != self.published {
+            self.published = *st;
+            let _ = self.agent.send(ToAgent::Status {
+                slot: self.s.slot,
+                status: *st,
             });
         }
-        Err(e) => tracing::warn!(command = ?cmd, error = %e, "notify command failed to start"),
     }
 }
 
-/// Run a track script every interval; report its result when it changes.
-async fn track_script(i: usize, t: crate::config::TrackScript, tx: mpsc::Sender<(usize, bool)>) {
-    let check = Check {
-        probe: Probe::Script {
-            command: t.command.clone(),
-        },
-        interval: t.interval,
-        timeout: t.timeout,
-        retries: 1,
-        retry_delay: t.interval,
-        rise: 1,
-        initial: Initial::Up,
-    };
-    let checker = health::checker(&check, std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    let mut last = None;
-    loop {
-        let ok = matches!(
-            tokio::time::timeout(t.timeout, checker.check()).await,
-            Ok(Ok(()))
-        );
-        if last != Some(ok) {
-            last = Some(ok);
-            if tx.send((i, ok)).await.is_err() {
-                return;
+/// How long a notify command may run before it is killed.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Run the notify command (argv + name, old and new state, and the same in
+/// the environment) without ever waiting on it here.
+fn notify(cmd: Vec<String>, name: &str, from: State, to: State) {
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let env = [
+            ("LB_VRRP_INSTANCE", name.as_str()),
+            ("LB_VRRP_FROM", from.name()),
+            ("LB_VRRP_TO", to.name()),
+        ];
+        let args = [name.as_str(), from.name(), to.name()];
+        match exec::run_for(&cmd, &args, &env, NOTIFY_TIMEOUT).await {
+            Ok(()) | Err(exec::Failure::Exit(_) | exec::Failure::Signal(_)) => {}
+            Err(exec::Failure::Timeout(_)) => {
+                tracing::warn!(command = ?cmd, "notify command still running after 60 s; killed")
+            }
+            Err(exec::Failure::Spawn(e)) => {
+                tracing::warn!(command = ?cmd, error = %e, "notify command failed to start")
             }
         }
-        tokio::time::sleep(t.interval).await;
-    }
-}
-
-/// Drop counters by name, for `lb show vrrp`.
-pub fn drops_by_name(s: &VrrpStatus) -> BTreeMap<&'static str, u32> {
-    DropReason::ALL
-        .iter()
-        .map(|r| (r.name(), s.drops[drop_index(*r)]))
-        .chain(std::iter::once(("malformed", s.drops[DROP_MALFORMED])))
-        .collect()
+    });
 }

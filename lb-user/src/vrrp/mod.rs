@@ -8,3 +8,4 @@ pub mod socket;
 pub mod state;
 #[cfg(test)]
 mod tests;
+pub mod track;

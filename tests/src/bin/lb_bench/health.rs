@@ -108,7 +108,7 @@ fn measure(ns: &str, check: &str, secs: u64) -> Result<(f64, f64, f64)> {
     std::thread::sleep(Duration::from_secs(secs));
     let (c1, n1, el) = (cpu_ticks(pid)?, checks_done(&pins), t0.elapsed());
     drop(agent);
-    lb_user::ebpf::unpin_all(&pins);
+    lb_user::maps::loader::unpin_all(&pins);
     let _ = std::fs::remove_dir_all(&dir);
     let pct = |a: u64, b: u64| (b - a) as f64 / ticks_per_sec() / el.as_secs_f64() * 100.0;
     Ok((

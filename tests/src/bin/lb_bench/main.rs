@@ -13,30 +13,19 @@ mod health;
 use std::time::Instant;
 
 use anyhow::Result;
-use lb_common::{
-    FORWARD_DR, HASH_5TUPLE, SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING, SCHED_WRR,
-    names,
-};
+use lb_common::{Forward, HashFields, Scheduler, names};
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
     frame::{ACK, Frame, LB_MAC},
 };
 use lb_user::{
-    addr, maglev,
+    addr,
     plan::{DesiredBackend, DesiredService},
-    sched,
+    sched::{self, Weighted},
 };
 
 const FRAMES: u16 = 20_000;
 const ROUNDS: usize = 7;
-const SCHEDS: [(u8, &str); 6] = [
-    (SCHED_MAGLEV, "maglev"),
-    (SCHED_RING, "ring"),
-    (SCHED_WRR, "wrr"),
-    (SCHED_RANDOM, "random"),
-    (SCHED_LEAST_CONN, "least-conn"),
-    (lb_common::SCHED_SHORTEST_RESPONSE, "shortest"),
-];
 
 fn client(i: u16) -> String {
     format!("198.51.{}.{}", 100 + i / 250 % 4, 2 + i % 250)
@@ -74,7 +63,7 @@ fn main() -> Result<()> {
 }
 
 fn packets_and_tables() -> Result<()> {
-    let sizes = lb_user::ebpf::Sizes {
+    let sizes = lb_user::maps::Sizes {
         flows: 1 << 17,
         ..TEST_SIZES
     };
@@ -95,13 +84,13 @@ fn packets_and_tables() -> Result<()> {
     let service = |scheduler| DesiredService {
         key: addr::parse_service_name("203.0.113.10:80/tcp").unwrap(),
         scheduler,
-        forward: FORWARD_DR,
-        hash_fields: HASH_5TUPLE,
+        forward: Forward::Dr,
+        hash: HashFields::FiveTuple,
         standby: false,
         virtual_nodes: 160,
         backends: backends.clone(),
     };
-    h.dp.apply(&[service(SCHED_MAGLEV)])?;
+    h.dp.apply(&[service(Scheduler::Maglev)])?;
     let syn = frames("203.0.113.10", lb_tests::frame::SYN);
     let ack = frames("203.0.113.10", ACK);
     let non_vip = frames("198.51.100.5", ACK);
@@ -154,7 +143,8 @@ fn packets_and_tables() -> Result<()> {
     }
 
     println!("\nNew flow (SYN) per scheduler, 10 backends, net ns/packet min/med/max:");
-    for (sched, name) in SCHEDS {
+    for sched in Scheduler::ALL {
+        let name = sched.name();
         h.dp.apply(&[service(sched)])?;
         let mut net = Vec::new();
         for _ in 0..ROUNDS {
@@ -164,7 +154,7 @@ fn packets_and_tables() -> Result<()> {
             net.push(new_flow - empty);
         }
         let (a, b, c) = stats(net);
-        println!("  {name:<8} {a:>6.0} / {b:.0} / {c:.0}");
+        println!("  {name:<17} {a:>6.0} / {b:.0} / {c:.0}");
     }
 
     println!("\nTable build (M = 65537), mixed weights, {ROUNDS} builds each, ms min/med/max:");
@@ -178,15 +168,16 @@ fn packets_and_tables() -> Result<()> {
                 )
             })
             .collect();
-        let entries: Vec<maglev::Entry<'_>> = keys
+        let entries: Vec<Weighted<'_>> = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| maglev::Entry {
+            .map(|(i, k)| Weighted {
                 key: k,
                 weight: [1, 2, 3, 5, 10][i % 5],
             })
             .collect();
-        for (sched, name) in SCHEDS {
+        for sched in Scheduler::ALL {
+            let name = sched.name();
             let times: Vec<f64> = (0..ROUNDS)
                 .map(|_| {
                     let t = Instant::now();
@@ -195,7 +186,7 @@ fn packets_and_tables() -> Result<()> {
                 })
                 .collect();
             let (a, b, c) = stats(times);
-            println!("  {n:>5} backends {name:<8} {a:>8.2} / {b:.2} / {c:.2}");
+            println!("  {n:>5} backends {name:<17} {a:>8.2} / {b:.2} / {c:.2}");
         }
     }
     Ok(())

@@ -50,6 +50,17 @@ pub struct Sizes {
     pub table_size: u32,
 }
 
+impl From<&crate::config::Agent> for Sizes {
+    fn from(a: &crate::config::Agent) -> Self {
+        Sizes {
+            flows: a.flow_table_size,
+            max_services: a.max_services,
+            max_backends: a.max_backends,
+            table_size: a.table_size,
+        }
+    }
+}
+
 /// Load the object with its maps pinned in (and re-used from) `pin_dir`.
 pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, EbpfError> {
     ensure_bpffs(pin_dir)?;

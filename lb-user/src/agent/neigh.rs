@@ -11,7 +11,12 @@ use netlink_packet_route::{
 };
 use rtnetlink::Handle;
 
-use crate::plan::LinkInfo;
+/// An interface as the agent needs it: where to send and what source MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
 
 /// A neighbour entry's MAC and whether the kernel vouches for it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

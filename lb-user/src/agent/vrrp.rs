@@ -1,23 +1,16 @@
 //! Starting and stopping the configured VRRP instances for `lb run`: each
-//! gets its interface's index, MAC and primary address, a slot in the VRRP
-//! status map, and its own task.
+//! gets its interface's index, MAC and primary address, and its own task,
+//! which reports to the agent (master or not, its status) on one channel.
 
-use std::{
-    collections::BTreeSet,
-    net::IpAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
-use anyhow::{Context, Result, bail};
-use aya::maps::Array;
-use lb_common::{VrrpStatus, names, vrrp::MAX_VRRP};
+use anyhow::{Context, Result};
 use tokio::sync::{oneshot, watch};
 
+use super::neigh::Net;
 use crate::{
     config::Config,
-    neigh::Net,
-    vrrp::instance::{Instance, MasterTx, Setup, Stop},
+    vrrp::instance::{AgentTx, Instance, Setup, Stop},
 };
 
 pub struct Running {
@@ -44,24 +37,11 @@ async fn primary_address(net: &Net, ifindex: u32, v6: bool, vips: &[IpAddr]) -> 
 }
 
 pub async fn start(
-    bpf: &mut aya::Ebpf,
     net: &Net,
     cfg: &Config,
     down: watch::Receiver<BTreeSet<String>>,
-    master_tx: MasterTx,
+    agent: AgentTx,
 ) -> Result<Running> {
-    let map = bpf
-        .take_map(names::VRRP)
-        .context("the VRRP status map is missing from the object")?;
-    let mut map: Array<_, VrrpStatus> = Array::try_from(map)?;
-    for slot in 0..MAX_VRRP {
-        // Leftovers of a previous agent would read as live instances.
-        map.set(slot, VrrpStatus::default(), 0)?;
-    }
-    if cfg.vrrp.len() > MAX_VRRP as usize {
-        bail!("at most {MAX_VRRP} VRRP instances");
-    }
-    let map = Arc::new(Mutex::new(map));
     let mut stops = Vec::new();
     for (slot, v) in cfg.vrrp.iter().enumerate() {
         let vips: Vec<IpAddr> = v.vips.iter().map(|x| x.addr).collect();
@@ -92,7 +72,7 @@ pub async fn start(
             primary,
             paths,
         };
-        let inst = open_when_ready(setup, net, &map, &master_tx)
+        let inst = open_when_ready(setup, net, &agent)
             .await
             .with_context(|| format!("VRRP instance {}: opening its sockets", v.name))?;
         let (tx, rx) = oneshot::channel();
@@ -105,15 +85,10 @@ pub async fn start(
 
 /// An IPv6 link-local address is tentative for a moment after its link
 /// comes up (duplicate address detection) and cannot be bound; wait for it.
-async fn open_when_ready(
-    setup: Setup,
-    net: &Net,
-    map: &crate::vrrp::instance::StatusMap,
-    master_tx: &MasterTx,
-) -> std::io::Result<Instance> {
+async fn open_when_ready(setup: Setup, net: &Net, agent: &AgentTx) -> std::io::Result<Instance> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match Instance::new(setup.clone(), net.handle(), map.clone(), master_tx.clone()) {
+        match Instance::new(setup.clone(), net.handle(), agent.clone()) {
             Err(e)
                 if e.raw_os_error() == Some(libc::EADDRNOTAVAIL)
                     && tokio::time::Instant::now() < deadline =>

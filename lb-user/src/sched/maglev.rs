@@ -10,16 +10,11 @@
 
 use lb_common::{NO_BACKEND, hash::bytes_hash};
 
-/// One backend as the table sees it: a stable identity and a weight.
-#[derive(Debug, Clone, Copy)]
-pub struct Entry<'a> {
-    pub key: &'a [u8],
-    pub weight: u32,
-}
+use super::Weighted;
 
 /// Table of `m` entries (m prime), each an index into `backends`, or
 /// `NO_BACKEND` everywhere when no backend has a weight.
-pub fn build(backends: &[Entry<'_>], m: u32) -> Vec<u32> {
+pub fn build(backends: &[Weighted<'_>], m: u32) -> Vec<u32> {
     let mut table = vec![NO_BACKEND; m as usize];
     let live: Vec<usize> = (0..backends.len())
         .filter(|&i| backends[i].weight > 0)
@@ -87,10 +82,10 @@ mod tests {
         (0..n).map(|i| [1, 2, 3, 5, 10][i % 5]).collect()
     }
 
-    fn entries<'a>(keys: &'a [[u8; 16]], weights: &[u32]) -> Vec<Entry<'a>> {
+    fn entries<'a>(keys: &'a [[u8; 16]], weights: &[u32]) -> Vec<Weighted<'a>> {
         keys.iter()
             .zip(weights)
-            .map(|(k, &w)| Entry { key: k, weight: w })
+            .map(|(k, &w)| Weighted { key: k, weight: w })
             .collect()
     }
 

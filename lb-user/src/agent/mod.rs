@@ -1,6 +1,12 @@
 //! `lb run`: one task owns the maps. It applies the config, keeps backend
-//! MACs current, turns health-check transitions into table rewrites, reloads on SIGHUP (a bad file changes nothing), and on
-//! SIGINT/SIGTERM detaches and removes its pins unless told to keep them.
+//! MACs current, turns health-check transitions into table rewrites, writes
+//! what VRRP instances report, reloads on SIGHUP (a bad file changes
+//! nothing), and on SIGINT/SIGTERM detaches and removes its pins unless told
+//! to keep them.
+
+pub mod board;
+pub mod neigh;
+pub mod vrrp;
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -9,21 +15,21 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use lb_common::Scheduler;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
 };
 
 use crate::{
-    config::{self, Config, Probe},
-    dataplane::Dataplane,
-    ebpf::{self, Sizes},
+    config::{Config, Probe},
     health::{Key, Report, Status, Supervisor},
-    neigh::Net,
+    maps::{Sizes, Writer, loader},
     plan::{self, DesiredService, Health, HostView},
-    status::Board,
-    vrrp_run,
+    vrrp::instance::ToAgent,
 };
+use board::Board;
+use neigh::Net;
 
 /// How often neighbour state is re-read; also the fastest a new backend's MAC is picked up.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -42,43 +48,37 @@ pub struct Options {
     pub keep_pinned: bool,
 }
 
-pub fn sizes(a: &config::Agent) -> Sizes {
-    Sizes {
-        flows: a.flow_table_size,
-        max_services: a.max_services,
-        max_backends: a.max_backends,
-        table_size: a.table_size,
-    }
-}
-
 pub async fn run(opts: Options) -> Result<()> {
     let cfg = Config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pin_dir = cfg.agent.pin_dir.clone();
-    let mut bpf = ebpf::load(&pin_dir, sizes(&cfg.agent)).context("loading the XDP program")?;
-    let (link, how) = ebpf::attach(&mut bpf, &cfg.agent.interface, cfg.agent.xdp_mode, &pin_dir)
+    let sizes = Sizes::from(&cfg.agent);
+    let mut bpf = loader::load(&pin_dir, sizes).context("loading the XDP program")?;
+    let (link, how) = loader::attach(&mut bpf, &cfg.agent.interface, cfg.agent.xdp_mode, &pin_dir)
         .with_context(|| format!("attaching XDP to {}", cfg.agent.interface))?;
     tracing::info!(interface = %cfg.agent.interface, mode = ?how, pin_dir = %pin_dir.display(), "XDP program attached");
-    let dp = Dataplane::new(&mut bpf, sizes(&cfg.agent))?;
+    let dp = Writer::new(&mut bpf, sizes)?;
     let net = Net::new().context("opening rtnetlink")?;
     let (tx, mut reports) = mpsc::channel(REPORT_QUEUE);
+    let (down_tx, down_rx) = watch::channel(BTreeSet::new());
     let mut a = Agent {
         cfg,
         dp,
+        net,
         host: HostView::default(),
         last: Vec::new(),
         checks: Supervisor::new(tx),
         board: Board::default(),
-        down_services: None,
+        down_services: down_tx,
         rtt_ewma: Default::default(),
+        resolved: false,
+        changed_at: Instant::now(),
+        last_refresh: Instant::now(),
     };
     a.start_checks(None);
-    let (down_tx, down_rx) = watch::channel(BTreeSet::new());
-    a.down_services = Some(down_tx);
-    let mut resolved = refresh_host(&net, &a.cfg, &mut a.host).await;
-    let mut changed_at = Instant::now();
+    a.refresh_host().await;
     a.sync();
-    let (master_tx, mut masters) = mpsc::unbounded_channel();
-    let vrrp = match vrrp_run::start(&mut bpf, &net, &a.cfg, down_rx, master_tx).await {
+    let (vrrp_tx, mut from_vrrp) = mpsc::unbounded_channel();
+    let vrrp = match vrrp::start(&a.net, &a.cfg, down_rx, vrrp_tx).await {
         Ok(v) => v,
         Err(e) => {
             drop(a);
@@ -90,12 +90,9 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut last_refresh = Instant::now();
     tracing::info!(services = a.cfg.services.len(), checks = a.checks.len(), config = %opts.config.display(), "serving");
     loop {
         let ramp = plan::next_warmup_step(&a.cfg, &a.host, Instant::now());
-        let fast = !resolved && changed_at.elapsed() < FAST_WINDOW;
-        let refresh = last_refresh + if fast { REFRESH_FAST } else { REFRESH };
         tokio::select! {
             Some(r) = reports.recv() => {
                 // Take every report already queued, then rewrite the maps
@@ -112,59 +109,23 @@ pub async fn run(opts: Options) -> Result<()> {
                 }
             }
             _ = sleep_until(ramp), if ramp.is_some() => a.sync(),
-            Some((i, master, ack)) = masters.recv() => {
-                // Only the master forwards its VIPs' traffic.
-                if master {
-                    a.host.vrrp_master.insert(i);
-                } else {
-                    a.host.vrrp_master.remove(&i);
-                }
-                a.sync();
-                if let Some(ack) = ack {
-                    let _ = ack.send(());
-                }
-            }
-            _ = tokio::time::sleep_until(refresh.into()) => {
-                resolved = refresh_host(&net, &a.cfg, &mut a.host).await;
-                last_refresh = Instant::now();
+            Some(m) = from_vrrp.recv() => a.on_vrrp(m),
+            _ = tokio::time::sleep_until(a.next_refresh().into()) => {
+                a.refresh_host().await;
                 // Also restarts a check task that died.
                 a.start_checks(None);
                 a.sync();
             }
-            _ = hup.recv() => {
-                match reload(&opts.config, &a.cfg) {
-                    Ok(new) => {
-                        resolved = refresh_host(&net, &new, &mut a.host).await;
-                        changed_at = Instant::now();
-                        // What the host changed meanwhile (a MAC resolved)
-                        // goes out under the running config first, so the
-                        // writes counted below are the reload's own.
-                        a.sync();
-                        let services = new.services.len();
-                        let old = std::mem::replace(&mut a.cfg, new);
-                        a.start_checks(Some(&old));
-                        let before = a.dp.writes;
-                        a.sync();
-                        let w = a.dp.writes;
-                        // What this reload changed in the maps: nothing for an unchanged file.
-                        tracing::info!(
-                            services,
-                            tables = w.tables - before.tables,
-                            backends = w.backends - before.backends,
-                            service_writes = w.services - before.services,
-                            "config reloaded"
-                        );
-                    }
-                    Err(e) => tracing::error!("reload rejected, keeping the running config:\n{e:#}"),
-                }
-            }
+            _ = hup.recv() => a.reload(&opts.config).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     let interface = a.cfg.agent.interface.clone();
     // VRRP first: a master hands over (priority 0) while it still forwards.
-    vrrp_run::stop(vrrp).await;
+    // Its last status reports are not written: the pins are going (or stay
+    // as the last running state, with --keep-pinned).
+    vrrp::stop(vrrp).await;
     drop(a);
     teardown(link, &pin_dir, opts.keep_pinned, &interface);
     Ok(())
@@ -178,7 +139,7 @@ fn teardown(link: aya::programs::links::PinnedLink, pin_dir: &Path, keep: bool, 
     } else {
         // Unpinning and closing the last fd of the link detaches the program.
         let _ = link.unpin();
-        ebpf::unpin_all(pin_dir);
+        loader::unpin_all(pin_dir);
         tracing::info!(%interface, "stopped; XDP program detached, pins removed");
     }
 }
@@ -193,18 +154,90 @@ async fn sleep_until(t: Option<Instant>) {
 /// The running agent's state; only this task writes the maps.
 struct Agent {
     cfg: Config,
-    dp: Dataplane,
+    dp: Writer,
+    net: Net,
     host: HostView,
     last: Vec<DesiredService>,
     checks: Supervisor,
     board: Board,
     /// Services with no usable backend, for VRRP's service tracking.
-    down_services: Option<watch::Sender<BTreeSet<String>>>,
+    down_services: watch::Sender<BTreeSet<String>>,
     /// Smoothed check durations, milliseconds.
     rtt_ewma: std::collections::HashMap<Key, f64>,
+    /// Every backend had a MAC at the last refresh.
+    resolved: bool,
+    /// The last start or reload (neighbours are re-read faster after it).
+    changed_at: Instant,
+    last_refresh: Instant,
 }
 
 impl Agent {
+    fn next_refresh(&self) -> Instant {
+        let fast = !self.resolved && self.changed_at.elapsed() < FAST_WINDOW;
+        self.last_refresh + if fast { REFRESH_FAST } else { REFRESH }
+    }
+
+    /// What a VRRP instance reports: its mastership (only the master
+    /// forwards its VIPs' traffic) or its status for `lb show vrrp`.
+    fn on_vrrp(&mut self, m: ToAgent) {
+        match m {
+            ToAgent::Master { slot, master, ack } => {
+                if master {
+                    self.host.vrrp_master.insert(slot as usize);
+                } else {
+                    self.host.vrrp_master.remove(&(slot as usize));
+                }
+                self.sync();
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
+            ToAgent::Status { slot, status } => {
+                if let Err(e) = self.dp.write_vrrp(slot, &status) {
+                    tracing::warn!(error = %e, "writing VRRP status failed");
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: a valid new config replaces the running one; anything else
+    /// is logged and the running config stays.
+    async fn reload(&mut self, path: &Path) {
+        let new = match validate_reload(path, &self.cfg) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!("reload rejected, keeping the running config:\n{e:#}");
+                return;
+            }
+        };
+        self.resolved = read_host(&self.net, &new, &mut self.host).await;
+        self.last_refresh = Instant::now();
+        self.changed_at = Instant::now();
+        // What the host changed meanwhile (a MAC resolved) goes out under
+        // the running config first, so the writes counted below are the
+        // reload's own.
+        self.sync();
+        let services = new.services.len();
+        let old = std::mem::replace(&mut self.cfg, new);
+        self.start_checks(Some(&old));
+        let before = self.dp.writes;
+        self.sync();
+        let w = self.dp.writes;
+        // What this reload changed in the maps: nothing for an unchanged file.
+        tracing::info!(
+            services,
+            tables = w.tables - before.tables,
+            backends = w.backends - before.backends,
+            service_writes = w.services - before.services,
+            "config reloaded"
+        );
+    }
+
+    fn publish_health(&mut self) {
+        if let Err(e) = self.dp.write_health(self.board.records()) {
+            tracing::warn!(error = %e, "writing the health map failed");
+        }
+    }
     /// Match check tasks to the config. `old` is the config before a reload:
     /// backends it lacked that have no check start their warmup now.
     fn start_checks(&mut self, old: Option<&Config>) {
@@ -312,7 +345,9 @@ impl Agent {
             if r.error.is_some() && r.status.is_up() {
                 tracing::info!(service = %service(), backend = %r.key.1, reason = %reason(), failures = r.fail, "check failed, retrying");
             }
-            self.board.publish_one(&mut self.dp, r.key);
+            if let Err(e) = self.dp.write_health(self.board.record(&r.key)) {
+                tracing::warn!(error = %e, "writing the health map failed");
+            }
             rtt_moved
         }
     }
@@ -332,14 +367,15 @@ impl Agent {
                 .cfg
                 .services
                 .iter()
-                .any(|s| s.scheduler == "shortest-response" && s.key() == r.key.0)
+                .any(|s| s.scheduler == Scheduler::ShortestResponse && s.key() == r.key.0)
     }
 
     fn sync(&mut self) {
         let desired = plan::desired(&self.cfg, &self.host, Instant::now());
         // Health first: whoever sees a backend's new state in the maps also
         // sees why (a table rewrite can take a while).
-        self.board.publish(&mut self.dp, &self.cfg, &desired);
+        self.board.weigh(&self.cfg, &desired);
+        self.publish_health();
         if desired != self.last {
             match self.dp.apply(&desired) {
                 Ok(()) => self.last = desired,
@@ -349,25 +385,29 @@ impl Agent {
                 }
             }
         }
-        self.board.publish(&mut self.dp, &self.cfg, &self.last);
-        if let Some(tx) = &self.down_services {
-            let down: BTreeSet<String> = self
-                .last
-                .iter()
-                .filter(|d| !d.backends.iter().any(|b| b.healthy && b.mac.is_some()))
-                .map(|d| crate::addr::service_name(&d.key))
-                .collect();
-            tx.send_if_modified(|cur| {
-                let changed = *cur != down;
-                *cur = down;
-                changed
-            });
-        }
+        self.board.weigh(&self.cfg, &self.last);
+        self.publish_health();
+        let down: BTreeSet<String> = self
+            .last
+            .iter()
+            .filter(|d| !d.backends.iter().any(|b| b.healthy && b.mac.is_some()))
+            .map(|d| crate::addr::service_name(&d.key))
+            .collect();
+        self.down_services.send_if_modified(|cur| {
+            let changed = *cur != down;
+            *cur = down;
+            changed
+        });
+    }
+
+    async fn refresh_host(&mut self) {
+        self.resolved = read_host(&self.net, &self.cfg, &mut self.host).await;
+        self.last_refresh = Instant::now();
     }
 }
 
 /// The new config, if it is valid and can be applied without a restart.
-fn reload(path: &Path, running: &Config) -> Result<Config> {
+fn validate_reload(path: &Path, running: &Config) -> Result<Config> {
     let new = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if new.vrrp != running.vrrp {
         bail!(
@@ -387,7 +427,7 @@ fn reload(path: &Path, running: &Config) -> Result<Config> {
 /// Re-read the interfaces and neighbour entries the config needs, and nudge
 /// the kernel to resolve backends without a fresh entry. True when every
 /// backend has a MAC.
-async fn refresh_host(net: &Net, cfg: &Config, host: &mut HostView) -> bool {
+async fn read_host(net: &Net, cfg: &Config, host: &mut HostView) -> bool {
     let names: BTreeSet<&str> = std::iter::once(cfg.agent.interface.as_str())
         .chain(
             cfg.services

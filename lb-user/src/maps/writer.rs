@@ -2,30 +2,31 @@
 //! diff: only changed backends are rewritten, and a service's table is
 //! rebuilt only when its usable backends or weights change. A new table goes
 //! into the inactive slot first; one SERVICES write then flips the active
-//! slot, so no packet sees half a table.
+//! slot, so no packet sees half a table. The status maps (HEALTH, VRRP) are
+//! written here too, also by diff: nobody else holds a map handle.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap, VecDeque},
     net::IpAddr,
 };
 
 use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError};
 use lb_common::{
     AgentStats, BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth,
-    NO_BACKEND, SERVICE_STANDBY, ServiceKey, ServiceMeta, names,
+    SERVICE_STANDBY, ServiceKey, ServiceMeta, VrrpStatus, names, vrrp::MAX_VRRP,
 };
 use thiserror::Error;
 
+use super::Sizes;
 use crate::{
     addr,
-    ebpf::Sizes,
-    maglev,
+    health::Key,
     plan::{DesiredBackend, DesiredService},
-    sched,
+    sched::{self, Weighted},
 };
 
 #[derive(Debug, Error)]
-pub enum DataplaneError {
+pub enum WriteError {
     #[error("map {0} missing from the object")]
     MissingMap(&'static str),
     #[error("map {0}: {1}")]
@@ -36,7 +37,7 @@ pub enum DataplaneError {
     Full(&'static str),
 }
 
-type Result<T> = std::result::Result<T, DataplaneError>;
+type Result<T> = std::result::Result<T, WriteError>;
 
 /// Ids handed out fresh first, so a just-freed id (still named by old flows)
 /// is reused as late as possible.
@@ -60,7 +61,7 @@ impl IdPool {
             self.next += 1;
             return Ok(self.next - 1);
         }
-        self.free.pop_front().ok_or(DataplaneError::Full(what))
+        self.free.pop_front().ok_or(WriteError::Full(what))
     }
     fn release(&mut self, id: u32) {
         self.free.push_back(id);
@@ -80,41 +81,35 @@ struct SvcState {
     backends: BTreeMap<IpAddr, (u32, Backend)>,
 }
 
-/// Map writes done so far, for `lb show stats` and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Writes {
-    pub tables: u64,
-    pub table_entries: u64,
-    pub backends: u64,
-    pub services: u64,
-}
-
-pub struct Dataplane {
+pub struct Writer {
     services_map: HashMap<MapData, ServiceKey, ServiceMeta>,
     tables: Array<MapData, u32>,
     backends_map: Array<MapData, Backend>,
     devmap: DevMapHash<MapData>,
     health_map: Array<MapData, BackendHealth>,
+    vrrp_map: Array<MapData, VrrpStatus>,
     agent_stats: Array<MapData, AgentStats>,
     sizes: Sizes,
     services: BTreeMap<ServiceKey, SvcState>,
     service_ids: IdPool,
     backend_ids: IdPool,
     devmap_ifaces: BTreeSet<u32>,
-    pub writes: Writes,
+    /// What HEALTH holds, by backend id; retiring a backend clears both.
+    health_written: StdHashMap<u32, BackendHealth>,
+    vrrp_written: [VrrpStatus; MAX_VRRP as usize],
+    /// Map writes so far, as AGENT_STATS holds them for `lb show stats`.
+    pub writes: AgentStats,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
     ebpf: &mut aya::Ebpf,
     name: &'static str,
 ) -> Result<T> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or(DataplaneError::MissingMap(name))?;
-    T::try_from(map).map_err(|e| DataplaneError::Map(name, e))
+    let map = ebpf.take_map(name).ok_or(WriteError::MissingMap(name))?;
+    T::try_from(map).map_err(|e| WriteError::Map(name, e))
 }
 
-impl Dataplane {
+impl Writer {
     /// Take the writable maps out of a loaded object and adopt whatever
     /// services and backends a previous agent left in them.
     pub fn new(ebpf: &mut aya::Ebpf, sizes: Sizes) -> Result<Self> {
@@ -124,15 +119,24 @@ impl Dataplane {
             backends_map: take(ebpf, names::BACKENDS)?,
             devmap: take(ebpf, names::DEVMAP)?,
             health_map: take(ebpf, names::HEALTH)?,
+            vrrp_map: take(ebpf, names::VRRP)?,
             agent_stats: take(ebpf, names::AGENT_STATS)?,
             sizes,
             services: BTreeMap::new(),
             service_ids: IdPool::new(sizes.max_services),
             backend_ids: IdPool::new(sizes.max_backends),
             devmap_ifaces: BTreeSet::new(),
-            writes: Writes::default(),
+            health_written: StdHashMap::new(),
+            vrrp_written: [VrrpStatus::default(); MAX_VRRP as usize],
+            writes: AgentStats::default(),
         };
         dp.adopt()?;
+        // A previous agent's instances would read as live ones.
+        for slot in 0..MAX_VRRP {
+            dp.vrrp_map
+                .set(slot, VrrpStatus::default(), 0)
+                .map_err(|e| WriteError::Map(names::VRRP, e))?;
+        }
         Ok(dp)
     }
 
@@ -153,7 +157,7 @@ impl Dataplane {
     fn adopt(&mut self) -> Result<()> {
         let mut by_id: BTreeMap<u32, ServiceKey> = BTreeMap::new();
         for item in self.services_map.iter() {
-            let (key, meta) = item.map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+            let (key, meta) = item.map_err(|e| WriteError::Map(names::SERVICES, e))?;
             by_id.insert(meta.id, key);
             self.services.insert(
                 key,
@@ -169,7 +173,7 @@ impl Dataplane {
             let b = self
                 .backends_map
                 .get(&id, 0)
-                .map_err(|e| DataplaneError::Map(names::BACKENDS, e))?;
+                .map_err(|e| WriteError::Map(names::BACKENDS, e))?;
             if b.flags & BACKEND_CONFIGURED == 0 {
                 continue;
             }
@@ -211,16 +215,9 @@ impl Dataplane {
             self.apply_service(d)?;
         }
         if self.writes != before {
-            let w = self.writes;
-            let stats = AgentStats {
-                tables: w.tables,
-                table_entries: w.table_entries,
-                backends: w.backends,
-                services: w.services,
-            };
             self.agent_stats
-                .set(0, stats, 0)
-                .map_err(|e| DataplaneError::Map(names::AGENT_STATS, e))?;
+                .set(0, self.writes, 0)
+                .map_err(|e| WriteError::Map(names::AGENT_STATS, e))?;
         }
         Ok(())
     }
@@ -232,7 +229,7 @@ impl Dataplane {
         // Unhook the VIP first, so no packet looks up a half-cleared service.
         match self.services_map.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(DataplaneError::Map(names::SERVICES, e)),
+            Err(e) => return Err(WriteError::Map(names::SERVICES, e)),
         }
         self.writes.services += 1;
         for (id, _) in s.backends.values() {
@@ -279,9 +276,9 @@ impl Dataplane {
         let table = self.build_table(d, &ids);
         let s = self.services.get_mut(&d.key).expect("inserted above");
         let mut meta = s.meta;
-        meta.scheduler = d.scheduler;
-        meta.forward = d.forward;
-        meta.hash_fields = d.hash_fields;
+        meta.scheduler = d.scheduler.id();
+        meta.forward = d.forward as u8;
+        meta.hash_fields = d.hash as u8;
         meta.flags = if d.standby { SERVICE_STANDBY } else { 0 };
         let active = (s.meta.active_slot & 1) as usize;
         let table_changed = s.slots[active].as_ref() != Some(&table);
@@ -296,7 +293,7 @@ impl Dataplane {
                 }
                 self.tables
                     .set(base + i as u32, e, 0)
-                    .map_err(|e| DataplaneError::Map(names::TABLES, e))?;
+                    .map_err(|e| WriteError::Map(names::TABLES, e))?;
                 written += 1;
             }
             meta.len[inactive] = table.len() as u32;
@@ -308,7 +305,7 @@ impl Dataplane {
         if table_changed || meta != s.meta || self.services_map.get(&d.key, 0).is_err() {
             self.services_map
                 .insert(d.key, meta, 0)
-                .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+                .map_err(|e| WriteError::Map(names::SERVICES, e))?;
             s.meta = meta;
             self.writes.services += 1;
         }
@@ -325,14 +322,14 @@ impl Dataplane {
         Ok(())
     }
 
-    /// The Maglev table for `d`, as backend ids.
+    /// The table slot for `d`, with backend ids.
     fn build_table(&self, d: &DesiredService, ids: &[u32]) -> Vec<u32> {
         let keys: Vec<[u8; 16]> = d.backends.iter().map(|b| addr::to_bytes(b.addr)).collect();
-        let entries: Vec<maglev::Entry<'_>> = d
+        let entries: Vec<Weighted<'_>> = d
             .backends
             .iter()
             .zip(&keys)
-            .map(|(b, k)| maglev::Entry {
+            .map(|(b, k)| Weighted {
                 key: k,
                 weight: if usable(b) { b.effective } else { 0 },
             })
@@ -345,13 +342,7 @@ impl Dataplane {
             d.virtual_nodes,
             &rtts,
         );
-        // Backend indices become ids; points and weights stay.
-        let (stride, offset) = sched::id_positions(d.scheduler);
-        for e in t.iter_mut().skip(offset).step_by(stride) {
-            if *e != NO_BACKEND {
-                *e = ids[*e as usize];
-            }
-        }
+        sched::map_ids(d.scheduler, &mut t, |i| ids[i as usize]);
         t
     }
 
@@ -401,23 +392,54 @@ impl Dataplane {
     /// Clear a backend's entries and free its id.
     fn retire_backend(&mut self, id: u32) -> Result<()> {
         self.write_backend(id, &Backend::default())?;
-        self.write_health(id, &BackendHealth::default())?;
+        self.health_map
+            .set(id, BackendHealth::default(), 0)
+            .map_err(|e| WriteError::Map(names::HEALTH, e))?;
+        self.health_written.remove(&id);
         self.backend_ids.release(id);
         Ok(())
     }
 
-    /// Publish a backend's check status for `lb show` (not read by XDP).
-    pub fn write_health(&mut self, id: u32, h: &BackendHealth) -> Result<()> {
-        self.health_map
-            .set(id, h, 0)
-            .map_err(|e| DataplaneError::Map(names::HEALTH, e))
+    /// Publish check status for `lb show` (never read by XDP): each record
+    /// of a configured backend that differs from what the map holds.
+    pub fn write_health<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (&'a Key, &'a BackendHealth)>,
+    ) -> Result<()> {
+        for (key, rec) in records {
+            let Some(id) = self.backend_id(&key.0, key.1) else {
+                continue;
+            };
+            if self.health_written.get(&id) == Some(rec) {
+                continue;
+            }
+            self.health_map
+                .set(id, rec, 0)
+                .map_err(|e| WriteError::Map(names::HEALTH, e))?;
+            self.health_written.insert(id, *rec);
+        }
+        Ok(())
+    }
+
+    /// Publish a VRRP instance's status for `lb show vrrp`.
+    pub fn write_vrrp(&mut self, slot: u32, status: &VrrpStatus) -> Result<()> {
+        let Some(written) = self.vrrp_written.get_mut(slot as usize) else {
+            return Ok(());
+        };
+        if written != status {
+            self.vrrp_map
+                .set(slot, status, 0)
+                .map_err(|e| WriteError::Map(names::VRRP, e))?;
+            *written = *status;
+        }
+        Ok(())
     }
 
     fn write_backend(&mut self, id: u32, b: &Backend) -> Result<()> {
         self.writes.backends += 1;
         self.backends_map
             .set(id, b, 0)
-            .map_err(|e| DataplaneError::Map(names::BACKENDS, e))
+            .map_err(|e| WriteError::Map(names::BACKENDS, e))
     }
 }
 

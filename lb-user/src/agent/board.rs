@@ -1,6 +1,7 @@
-//! What `lb show backends` reads about health: one `BackendHealth` record
-//! per checked backend, kept from check reports and the plan's effective
-//! weights, written to the HEALTH map only when it changed.
+//! The health board: what `lb show backends` reads about health, one
+//! `BackendHealth` record per backend, kept from check reports and the
+//! plan's effective weights. Pure: records in, records out; the map writer
+//! stores them (by diff) in the HEALTH map.
 
 use std::{
     collections::HashMap,
@@ -16,7 +17,6 @@ use lb_common::{
 
 use crate::{
     config::{Config, Probe},
-    dataplane::Dataplane,
     health::{Key, Report, Status},
     plan::DesiredService,
 };
@@ -46,8 +46,6 @@ pub fn kind(p: &Probe) -> u8 {
 #[derive(Default)]
 pub struct Board {
     records: HashMap<Key, BackendHealth>,
-    /// What the map holds, by backend id (and for which backend).
-    written: HashMap<u32, (Key, BackendHealth)>,
 }
 
 impl Board {
@@ -66,8 +64,16 @@ impl Board {
             .flat_map(|s| s.backends.iter().map(move |b| (s.key(), b.address)))
             .collect();
         self.records.retain(|k, _| keys.contains(k));
-        // A removed backend's slot was cleared; never trust the cache for it.
-        self.written.retain(|_, (k, _)| keys.contains(k));
+    }
+
+    /// Every record, for the map writer.
+    pub fn records(&self) -> impl Iterator<Item = (&Key, &BackendHealth)> {
+        self.records.iter()
+    }
+
+    /// One backend's record.
+    pub fn record(&self, key: &Key) -> Option<(&Key, &BackendHealth)> {
+        self.records.get_key_value(key)
     }
 
     pub fn on_report(&mut self, r: &Report) {
@@ -87,8 +93,8 @@ impl Board {
         }
     }
 
-    /// Bring weights in from the plan and write every changed record.
-    pub fn publish(&mut self, dp: &mut Dataplane, cfg: &Config, desired: &[DesiredService]) {
+    /// Bring weights in from the plan.
+    pub fn weigh(&mut self, cfg: &Config, desired: &[DesiredService]) {
         for (s, d) in cfg.services.iter().zip(desired) {
             for (b, db) in s.backends.iter().zip(&d.backends) {
                 let key = (d.key, b.address);
@@ -106,26 +112,6 @@ impl Board {
                 rec.effective_milli = db.effective;
                 rec.warming = db.warming as u8;
             }
-        }
-        let keys: Vec<Key> = self.records.keys().copied().collect();
-        for k in keys {
-            self.publish_one(dp, k);
-        }
-    }
-
-    /// Write one backend's record if it changed.
-    pub fn publish_one(&mut self, dp: &mut Dataplane, key: Key) {
-        let (Some(rec), Some(id)) = (self.records.get(&key), dp.backend_id(&key.0, key.1)) else {
-            return;
-        };
-        if self.written.get(&id) == Some(&(key, *rec)) {
-            return;
-        }
-        match dp.write_health(id, rec) {
-            Ok(()) => {
-                self.written.insert(id, (key, *rec));
-            }
-            Err(e) => tracing::warn!(error = %e, "writing the health map failed"),
         }
     }
 }

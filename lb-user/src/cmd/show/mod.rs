@@ -1,0 +1,111 @@
+//! `lb show services|backends|flows|stats|table SERVICE|vrrp`: the pinned
+//! maps as a person (ipvsadm -Ln style) or a script (--json) wants them.
+//! Each view is one serializable value; its text comes from the same value.
+
+mod backends;
+mod flows;
+mod render;
+mod services;
+mod stats;
+mod table;
+mod vrrp;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use lb_common::names::DEFAULT_PIN_DIR;
+use serde::Serialize;
+
+use crate::{config::Config, maps::Pinned};
+
+pub use backends::{Backends, backend_state};
+pub use services::Services;
+pub use vrrp::Vrrp;
+
+/// Show the live state from the pinned maps (works while the agent is down).
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  lb show services\n  lb show backends -c /etc/lb/lb.toml\n  lb show table 203.0.113.10:80/tcp --json\n  lb show flows --pin-dir /sys/fs/bpf/lb/v2 --limit 50"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+    /// Find the pins from this agent config ([agent] pin_dir).
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+    /// The pin directory (default /sys/fs/bpf/lb/v2).
+    #[arg(long, global = true, conflicts_with = "config")]
+    pin_dir: Option<PathBuf>,
+    /// JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum What {
+    /// Virtual services, with backend counts and traffic.
+    #[command(after_help = "Example:\n  lb show services")]
+    Services,
+    /// Backends per service: weights, state, health checks, MAC, traffic.
+    #[command(after_help = "Example:\n  lb show backends --json")]
+    Backends,
+    /// VRRP instances: state, priorities, master, last advert, drops.
+    #[command(after_help = "Example:\n  lb show vrrp")]
+    Vrrp,
+    /// Flows in the flow table and the backend each is pinned to.
+    #[command(after_help = "Example:\n  lb show flows --limit 20")]
+    Flows {
+        /// At most this many flows.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Counters: verdict reasons, packets and bytes per service.
+    #[command(after_help = "Example:\n  lb show stats")]
+    Stats,
+    /// How a service's lookup table is shared among its backends.
+    #[command(after_help = "Example:\n  lb show table 203.0.113.10:80/tcp")]
+    Table {
+        /// VIP:PORT/PROTO, e.g. 203.0.113.10:80/tcp or [2001:db8:f::10]:80/tcp.
+        service: String,
+    },
+}
+
+/// A view: what `--json` prints, and its table.
+pub trait View: Serialize {
+    fn text(&self) -> String;
+}
+
+pub fn run(args: Args) -> Result<bool> {
+    let dir = match (args.config, args.pin_dir) {
+        (Some(c), _) => {
+            Config::load(&c)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .agent
+                .pin_dir
+        }
+        (None, Some(d)) => d,
+        (None, None) => PathBuf::from(DEFAULT_PIN_DIR),
+    };
+    print!("{}", show(&Pinned::open(&dir)?, &args.what, args.json)?);
+    Ok(true)
+}
+
+/// The view `what` of the maps `p`, as text or JSON.
+pub fn show(p: &Pinned, what: &What, json: bool) -> Result<String> {
+    fn out(v: impl View, json: bool) -> Result<String> {
+        Ok(if json {
+            serde_json::to_string_pretty(&v)? + "\n"
+        } else {
+            v.text()
+        })
+    }
+    match what {
+        What::Services => out(Services::read(p)?, json),
+        What::Backends => out(Backends::read(p)?, json),
+        What::Flows { limit } => out(flows::Flows::read(p, *limit)?, json),
+        What::Stats => out(stats::Stats::read(p)?, json),
+        What::Table { service } => out(table::Table::read(p, service)?, json),
+        What::Vrrp => out(Vrrp::read(p), json),
+    }
+}

@@ -1,0 +1,11 @@
+//! Everything that holds the BPF object and its maps: the loader (load,
+//! attach, pins), the writer (the only code that writes a map) and
+//! read-only pinned access for `lb show`.
+
+pub mod loader;
+pub mod pinned;
+pub mod writer;
+
+pub use loader::Sizes;
+pub use pinned::Pinned;
+pub use writer::Writer;
