@@ -1,49 +1,15 @@
-//! Per packet: service lookup, flow table, backend selection.
+//! Per packet lookups: the service for (VIP, port, proto), the flow table's
+//! remembered backend, and the active-flow counts that follow flows.
 
-use aya_ebpf::helpers::bpf_get_prandom_u32;
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use lb_common::{
-    Backend, FLOW_CLOSING, FlowValue, HASH_5TUPLE, MAX_SCAN_BACKENDS, NO_BACKEND, Reason,
-    SCHED_LEAST_CONN, SCHED_RANDOM, SCHED_RING, SCHED_SHORTEST_RESPONSE, SCHED_WRR,
-    SERVICE_STANDBY, ServiceKey, ServiceMeta, flow_hash,
-};
+use lb_common::{Backend, FLOW_CLOSING, FlowKey, FlowValue, ServiceKey, ServiceMeta};
 
-use crate::{
-    forward,
-    maps::{ACTIVE, BACKENDS, FLOWS, RR_STATE, SERVICES, TABLES},
-    parse, stats,
-};
-
-#[inline(always)]
-pub fn balance(ctx: &XdpContext) -> u32 {
-    let p = match parse::parse(ctx) {
-        Ok(p) => p,
-        Err(r) => {
-            stats::reason(r);
-            return xdp_action::XDP_PASS;
-        }
-    };
-    let Some(svc) = service(&p.key) else {
-        stats::reason(Reason::PassNotVip);
-        return xdp_action::XDP_PASS;
-    };
-    if svc.flags & SERVICE_STANDBY != 0 {
-        stats::reason(Reason::PassStandby);
-        return xdp_action::XDP_PASS;
-    }
-    let Some((id, backend)) = pick(&p.key, &svc, p.opening, p.closing) else {
-        stats::reason(Reason::DropNoBackend);
-        return xdp_action::XDP_DROP;
-    };
-    stats::forwarded(svc.id, id, (ctx.data_end() - ctx.data()) as u64);
-    forward::direct(ctx, &backend)
-}
+use crate::maps::{ACTIVE, BACKENDS, FLOWS, SERVICES};
 
 /// The service for (dst, dport, proto), else the VIP's all-ports service.
 #[inline(always)]
-fn service(key: &lb_common::FlowKey) -> Option<ServiceMeta> {
+pub fn service(key: &FlowKey) -> Option<ServiceMeta> {
     let mut sk = ServiceKey {
         addr: key.dst,
         port: key.dport,
@@ -59,8 +25,9 @@ fn service(key: &lb_common::FlowKey) -> Option<ServiceMeta> {
     unsafe { SERVICES.get(sk) }.copied()
 }
 
+/// Backend `id`, if it may receive packets.
 #[inline(always)]
-fn backend(id: u32) -> Option<Backend> {
+pub fn backend(id: u32) -> Option<Backend> {
     match BACKENDS.get(id) {
         Some(b) if b.usable() => Some(*b),
         _ => None,
@@ -69,7 +36,7 @@ fn backend(id: u32) -> Option<Backend> {
 
 /// Add `d` to backend `id`'s active flows (shared by all CPUs).
 #[inline(always)]
-fn active_add(id: u32, d: i64) {
+pub fn active_add(id: u32, d: i64) {
     if let Some(p) = ACTIVE.get_ptr_mut(id) {
         // SAFETY: a valid, aligned u64 in the map. core's atomic types have
         // no read-modify-write on the BPF target; the intrinsic becomes the
@@ -78,77 +45,36 @@ fn active_add(id: u32, d: i64) {
     }
 }
 
-/// The flow's remembered backend while it is usable, else a fresh choice.
-/// Active counts follow: +1 when a flow is placed, -1 at the client's first
-/// FIN or RST (or when a flow must leave its backend).
+/// The flow's remembered backend while it is usable. A client's first FIN
+/// or RST closes the flow's active count once. A flow whose backend is gone
+/// (or that belongs to another service) stops counting and gets `None`: the
+/// caller places it again.
 #[inline(always)]
-fn pick(
-    key: &lb_common::FlowKey,
-    svc: &ServiceMeta,
-    opening: bool,
-    closing: bool,
-) -> Option<(u32, Backend)> {
-    if let Some(v) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: the map value stays valid for this program run.
-        let v = unsafe { &mut *v };
-        let open = v.flags & FLOW_CLOSING == 0;
-        if v.service == svc.id
-            && let Some(b) = backend(v.backend)
-        {
-            if closing && open {
-                v.flags |= FLOW_CLOSING;
-                active_add(v.backend, -1);
-            }
-            stats::reason(Reason::FwdFlowHit);
-            return Some((v.backend, b));
-        }
-        if open {
-            // Leaving a backend that is gone: it no longer carries the flow.
+pub fn remembered(key: &FlowKey, svc: &ServiceMeta, closing: bool) -> Option<(u32, Backend)> {
+    let v = FLOWS.get_ptr_mut(key)?;
+    // SAFETY: the map value stays valid for this program run.
+    let v = unsafe { &mut *v };
+    let open = v.flags & FLOW_CLOSING == 0;
+    if v.service == svc.id
+        && let Some(b) = backend(v.backend)
+    {
+        if closing && open {
+            v.flags |= FLOW_CLOSING;
             active_add(v.backend, -1);
         }
+        return Some((v.backend, b));
     }
-    let len = svc.active_len();
-    if len == 0 || len > svc.table_size {
-        return None;
+    if open {
+        // Leaving a backend that is gone: it no longer carries the flow.
+        active_add(v.backend, -1);
     }
-    let base = svc.active_base();
-    let hash = flow_hash(key, svc.hash_fields);
-    // A connection's first packet takes the scheduler's choice; a mid-flow
-    // packet the flow table forgot falls back to its hash, so it lands the
-    // same way every time. With hash = "src-ip" (persistence), the hash
-    // always decides.
-    let fresh = opening && svc.hash_fields == HASH_5TUPLE;
-    let at = match svc.scheduler {
-        SCHED_RING => ring(base, len / 2, hash)?,
-        SCHED_WRR if fresh => {
-            let c = RR_STATE.get_ptr_mut(svc.id)?;
-            // SAFETY: per-CPU value; nothing else runs on this CPU meanwhile.
-            let n = unsafe {
-                let n = *c;
-                *c = n.wrapping_add(1);
-                n
-            };
-            base + n % len
-        }
-        // SAFETY: a helper without arguments or side effects on memory.
-        SCHED_RANDOM if fresh => base + unsafe { bpf_get_prandom_u32() } % len,
-        SCHED_LEAST_CONN if fresh => match lb_least_conn(base, len / 2) {
-            u32::MAX => return None,
-            at => at,
-        },
-        SCHED_LEAST_CONN => base + (hash % (len / 2).max(1)) * 2,
-        SCHED_SHORTEST_RESPONSE if fresh => match lb_shortest_response(base, len / 3) {
-            u32::MAX => return None,
-            at => at,
-        },
-        SCHED_SHORTEST_RESPONSE => base + (hash % (len / 3).max(1)) * 3,
-        _ => base + hash % len,
-    };
-    let id = *TABLES.get(at)?;
-    if id == NO_BACKEND {
-        return None;
-    }
-    let b = backend(id)?;
+    None
+}
+
+/// Remember a new flow's backend; it counts as active unless it opened
+/// already closing.
+#[inline(always)]
+pub fn remember(key: &FlowKey, svc: &ServiceMeta, id: u32, closing: bool) {
     let v = FlowValue {
         backend: id,
         service: svc.id,
@@ -159,128 +85,4 @@ fn pick(
     if FLOWS.insert(key, v, 0).is_ok() && !closing {
         active_add(id, 1);
     }
-    stats::reason(Reason::FwdFlowMiss);
-    Some((id, b))
-}
-
-/// TABLES index of the backend with the fewest active flows per unit of
-/// weight among `n` (backend, weight) pairs at `base`; ties go to the
-/// heavier one; u32::MAX if none. A global function: the verifier checks it
-/// once on its own, not once per path that reaches it.
-#[inline(never)]
-#[unsafe(no_mangle)]
-pub extern "C" fn lb_least_conn(base: u32, n: u32) -> u32 {
-    let (mut best, mut best_a, mut best_w) = (u32::MAX, 0u64, 0u64);
-    for i in 0..MAX_SCAN_BACKENDS {
-        if i >= n {
-            break;
-        }
-        let at = base.wrapping_add(2 * i);
-        let (Some(id), Some(w)) = (TABLES.get(at), TABLES.get(at.wrapping_add(1))) else {
-            break;
-        };
-        let w = *w as u64;
-        let a = match ACTIVE.get(*id) {
-            Some(v) if (*v as i64) > 0 => *v,
-            _ => 0,
-        };
-        // a / w < best_a / best_w, without division; ties: heavier wins.
-        let (l, r) = (a.wrapping_mul(best_w), best_a.wrapping_mul(w));
-        if best == u32::MAX || l < r || (l == r && w > best_w) {
-            best = at;
-            best_a = a;
-            best_w = w;
-        }
-    }
-    best
-}
-
-/// Expected wait of the candidate at `at`: (response ms + 1) x (active + 1),
-/// and its weight.
-#[inline(always)]
-fn wait_at(at: u32) -> Option<(u64, u64)> {
-    let id = *TABLES.get(at)?;
-    let w = *TABLES.get(at.wrapping_add(1))? as u64;
-    let ms = *TABLES.get(at.wrapping_add(2))? as u64;
-    let a = match ACTIVE.get(id) {
-        Some(v) if (*v as i64) > 0 => *v,
-        _ => 0,
-    };
-    Some(((ms + 1).wrapping_mul(a + 1), w))
-}
-
-/// TABLES index of the backend with the lowest expected wait, response time
-/// x (active + 1), among `n` (backend, weight, ms) triples at `base`; ties
-/// go to a weighted random one of them (Dubbo's rule); u32::MAX if none.
-/// A global function, verified once on its own; two plain passes (find the
-/// lowest wait and its tied weight, then walk to the drawn one) keep the
-/// verifier's work linear.
-#[inline(never)]
-#[unsafe(no_mangle)]
-pub extern "C" fn lb_shortest_response(base: u32, n: u32) -> u32 {
-    let (mut low, mut tied, mut first) = (u64::MAX, 0u64, u32::MAX);
-    for i in 0..MAX_SCAN_BACKENDS {
-        if i >= n {
-            break;
-        }
-        let at = base.wrapping_add(3 * i);
-        let Some((cost, w)) = wait_at(at) else {
-            break;
-        };
-        if cost < low {
-            low = cost;
-            tied = w;
-            first = at;
-        } else if cost == low {
-            tied += w;
-        }
-    }
-    if tied == 0 {
-        return first;
-    }
-    // SAFETY: a helper without arguments or side effects on memory.
-    let mut r = (unsafe { bpf_get_prandom_u32() } as u64)
-        .checked_rem(tied)
-        .unwrap_or(0);
-    for i in 0..MAX_SCAN_BACKENDS {
-        if i >= n {
-            break;
-        }
-        let at = base.wrapping_add(3 * i);
-        let Some((cost, w)) = wait_at(at) else {
-            break;
-        };
-        if cost == low {
-            if r < w {
-                return at;
-            }
-            r -= w;
-        }
-    }
-    // Counts moved on another CPU between the passes: the first lowest.
-    first
-}
-
-/// TABLES index of the backend of the first ring point at or after `hash`
-/// (wrapping): a binary search over `points` sorted (point, backend) pairs.
-#[inline(always)]
-fn ring(base: u32, points: u32, hash: u32) -> Option<u32> {
-    if points == 0 {
-        return None;
-    }
-    let (mut lo, mut hi) = (0u32, points);
-    // 2^17 > the most points a slot holds (table_size / 2).
-    for _ in 0..17 {
-        if lo >= hi {
-            break;
-        }
-        let mid = lo + (hi - lo) / 2;
-        if *TABLES.get(base + 2 * mid)? < hash {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    let i = if lo >= points { 0 } else { lo };
-    Some(base + 2 * i + 1)
 }

@@ -9,14 +9,56 @@ mod forward;
 mod lookup;
 mod maps;
 mod parse;
+mod select;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::{NO_BACKEND, Reason, SERVICE_STANDBY};
+
+use crate::maps::TABLES;
 
 /// The balancer: VIP traffic goes to a backend, everything else passes.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    lookup::balance(&ctx)
+    match try_lb(&ctx) {
+        Ok(action) => action,
+        Err((reason, action)) => {
+            stats::reason(reason);
+            action
+        }
+    }
+}
+
+/// parse -> service -> remembered flow or a fresh selection -> forward.
+/// Every exit names its reason (an `Err` is counted by the caller).
+#[inline(always)]
+fn try_lb(ctx: &XdpContext) -> Result<u32, (Reason, u32)> {
+    const PASS: u32 = xdp_action::XDP_PASS;
+    let p = parse::parse(ctx).map_err(|r| (r, PASS))?;
+    let svc = lookup::service(&p.key).ok_or((Reason::PassNotVip, PASS))?;
+    if svc.flags & SERVICE_STANDBY != 0 {
+        return Err((Reason::PassStandby, PASS));
+    }
+    let (id, backend) = match lookup::remembered(&p.key, &svc, p.closing) {
+        Some(hit) => {
+            stats::reason(Reason::FwdFlowHit);
+            hit
+        }
+        None => {
+            let no_backend = (Reason::DropNoBackend, xdp_action::XDP_DROP);
+            let at = select::select(&p.key, &svc, p.opening).ok_or(no_backend)?;
+            let id = *TABLES.get(at).ok_or(no_backend)?;
+            if id == NO_BACKEND {
+                return Err(no_backend);
+            }
+            let b = lookup::backend(id).ok_or(no_backend)?;
+            lookup::remember(&p.key, &svc, id, p.closing);
+            stats::reason(Reason::FwdFlowMiss);
+            (id, b)
+        }
+    };
+    stats::forwarded(svc.id, id, (ctx.data_end() - ctx.data()) as u64);
+    Ok(forward::direct(ctx, &backend))
 }
 
 /// Passes everything: the benchmark's empty baseline, and the program a lab

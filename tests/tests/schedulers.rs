@@ -3,10 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use lb_common::{
-    FORWARD_DR, HASH_5TUPLE, HASH_SRC_IP, SCHED_LEAST_CONN, SCHED_MAGLEV, SCHED_RANDOM, SCHED_RING,
-    SCHED_WRR,
-};
+use lb_common::{Forward, HashFields, Scheduler};
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
     frame::{Frame, LB_MAC},
@@ -19,25 +16,27 @@ use lb_user::{
 
 const XDP_TX: u32 = 3;
 const FLOWS: u16 = 20_000;
-const SCHEDS: [(u8, &str); 5] = [
-    (SCHED_MAGLEV, "maglev"),
-    (SCHED_RING, "ring"),
-    (SCHED_WRR, "wrr"),
-    (SCHED_RANDOM, "random"),
-    // Flows here never close, so least-conn fills backends by weight.
-    (SCHED_LEAST_CONN, "least-conn"),
+/// Every scheduler whose shares follow weights alone (shortest-response
+/// follows response times). Flows here never close, so least-conn fills
+/// backends by weight.
+const WEIGHTED: [Scheduler; 5] = [
+    Scheduler::Maglev,
+    Scheduler::Ring,
+    Scheduler::Wrr,
+    Scheduler::Random,
+    Scheduler::LeastConn,
 ];
 
 fn mac(i: usize) -> [u8; 6] {
     [2, 0, 0, 0, 0x10, i as u8]
 }
 
-fn service(sched: u8, weights: &[u32], hash: u8) -> DesiredService {
+fn service(sched: Scheduler, weights: &[u32], hash: HashFields) -> DesiredService {
     DesiredService {
         key: addr::parse_service_name("203.0.113.10:80/tcp").unwrap(),
         scheduler: sched,
-        forward: FORWARD_DR,
-        hash_fields: hash,
+        forward: Forward::Dr,
+        hash,
         virtual_nodes: 160,
         standby: false,
         backends: weights
@@ -84,9 +83,10 @@ fn shares_follow_weights_for_every_scheduler() {
         return;
     }
     for weights in [vec![1u32, 2, 3], vec![100, 200, 300, 0]] {
-        for (sched, name) in SCHEDS {
+        for sched in WEIGHTED {
+            let name = sched.name();
             let mut h = Harness::new(TEST_SIZES).unwrap();
-            h.dp.apply(&[service(sched, &weights, HASH_5TUPLE)])
+            h.dp.apply(&[service(sched, &weights, HashFields::FiveTuple)])
                 .unwrap();
             let got = picks(&h, FLOWS, client);
             let mut count: BTreeMap<usize, u32> = BTreeMap::new();
@@ -132,7 +132,7 @@ fn wrr_5_1_1_is_two_smooth_rounds() {
     }
     pin_to_one_cpu();
     let mut h = Harness::new(TEST_SIZES).unwrap();
-    h.dp.apply(&[service(SCHED_WRR, &[5, 1, 1], HASH_5TUPLE)])
+    h.dp.apply(&[service(Scheduler::Wrr, &[5, 1, 1], HashFields::FiveTuple)])
         .unwrap();
     let names = ["a", "b", "c"];
     let got: Vec<&str> = picks(&h, 14, client)
@@ -152,12 +152,10 @@ fn src_ip_hash_keeps_a_client_on_one_backend_for_every_scheduler() {
     if !require::root("src_ip_hash_keeps_a_client_on_one_backend_for_every_scheduler") {
         return;
     }
-    let all = SCHEDS
-        .into_iter()
-        .chain([(lb_common::SCHED_SHORTEST_RESPONSE, "shortest-response")]);
-    for (sched, name) in all {
+    for sched in Scheduler::ALL {
+        let name = sched.name();
         let mut h = Harness::new(TEST_SIZES).unwrap();
-        h.dp.apply(&[service(sched, &[1, 1, 1, 1, 1], HASH_SRC_IP)])
+        h.dp.apply(&[service(sched, &[1, 1, 1, 1, 1], HashFields::SrcIp)])
             .unwrap();
         for c in 0..5u16 {
             let got = picks(&h, 100, |i| (format!("198.51.100.{}", 30 + c), 20_000 + i));
@@ -182,7 +180,7 @@ fn least_conn_sends_new_flows_to_the_fewest_active_per_weight() {
         return;
     }
     let mut h = Harness::new(TEST_SIZES).unwrap();
-    let svc = service(SCHED_LEAST_CONN, &[1, 1, 1], HASH_5TUPLE);
+    let svc = service(Scheduler::LeastConn, &[1, 1, 1], HashFields::FiveTuple);
     h.dp.apply(std::slice::from_ref(&svc)).unwrap();
     // Backend 0 already holds 20 open flows.
     let b0 = h.dp.backend_id(&svc.key, svc.backends[0].addr).unwrap();
@@ -192,8 +190,12 @@ fn least_conn_sends_new_flows_to_the_fewest_active_per_weight() {
     assert_eq!((count(0), count(1), count(2)), (0, 15, 15), "{got:?}");
     // Relative to weight: 1:3 from nothing splits 10:30.
     let mut h = Harness::new(TEST_SIZES).unwrap();
-    h.dp.apply(&[service(SCHED_LEAST_CONN, &[1, 3], HASH_5TUPLE)])
-        .unwrap();
+    h.dp.apply(&[service(
+        Scheduler::LeastConn,
+        &[1, 3],
+        HashFields::FiveTuple,
+    )])
+    .unwrap();
     let got = picks(&h, 40, client);
     let ones = got.iter().filter(|g| **g == 0).count();
     assert_eq!((ones, 40 - ones), (10, 30), "{got:?}");
@@ -205,7 +207,11 @@ fn shortest_response_avoids_a_slow_backend_and_splits_ties_by_weight() {
         return;
     }
     let mut h = Harness::new(TEST_SIZES).unwrap();
-    let mut svc = service(lb_common::SCHED_SHORTEST_RESPONSE, &[1, 1, 1], HASH_5TUPLE);
+    let mut svc = service(
+        Scheduler::ShortestResponse,
+        &[1, 1, 1],
+        HashFields::FiveTuple,
+    );
     for (b, ms) in svc.backends.iter_mut().zip([1, 1, 51]) {
         b.rtt_ms = ms;
     }
@@ -226,4 +232,76 @@ fn shortest_response_avoids_a_slow_backend_and_splits_ties_by_weight() {
         (a - b).abs() <= 10,
         "equal waits split between equals: {a} {b}"
     );
+}
+
+/// A ring slot larger than 2^17 points: the XDP program's binary search
+/// must still converge, so the kernel picks what `sched::ring` computes.
+#[test]
+fn a_large_ring_picks_what_the_agent_computes() {
+    if !require::root("a_large_ring_picks_what_the_agent_computes") {
+        return;
+    }
+    const N: usize = 1000;
+    const M: u32 = 655_373;
+    let sizes = lb_user::maps::Sizes {
+        flows: 65_536,
+        max_services: 1,
+        max_backends: N as u32,
+        table_size: M,
+    };
+    let mut h = Harness::new(sizes).unwrap();
+    let backends: Vec<DesiredBackend> = (0..N)
+        .map(|i| DesiredBackend {
+            addr: format!("198.51.{}.{}", 100 + i / 250, 1 + i % 250)
+                .parse()
+                .unwrap(),
+            weight: 1,
+            effective: 1000,
+            ifindex: 1,
+            src_mac: LB_MAC,
+            mac: Some([2, 0, 0, 0, (i >> 8) as u8, i as u8]),
+            healthy: true,
+            warming: false,
+            rtt_ms: 0,
+        })
+        .collect();
+    let svc = DesiredService {
+        backends,
+        ..service(Scheduler::Ring, &[], HashFields::FiveTuple)
+    };
+    h.dp.apply(std::slice::from_ref(&svc)).unwrap();
+    // What the agent computes for the same backends.
+    let keys: Vec<[u8; 16]> = svc
+        .backends
+        .iter()
+        .map(|b| addr::to_bytes(b.addr))
+        .collect();
+    let weighted: Vec<lb_user::sched::Weighted<'_>> = keys
+        .iter()
+        .map(|k| lb_user::sched::Weighted {
+            key: k,
+            weight: 1000,
+        })
+        .collect();
+    let ring = lb_user::sched::ring::build(&weighted, 160, (M / 2) as usize);
+    assert!(ring.len() > 1 << 17, "only {} points", ring.len());
+    for i in 0..3000u16 {
+        let (ip, port) = client(i);
+        let syn = Frame::tcp(&ip, port, "203.0.113.10", 80).build();
+        let (v, out) = h.run(lb_common::names::PROG_LB, &syn).unwrap();
+        assert_eq!(v, XDP_TX);
+        let got = (out[4] as usize) << 8 | out[5] as usize;
+        let key = lb_common::FlowKey {
+            src: addr::to_bytes(ip.parse().unwrap()),
+            dst: addr::to_bytes("203.0.113.10".parse().unwrap()),
+            sport: port,
+            dport: 80,
+            proto: lb_common::PROTO_TCP,
+            family: lb_common::FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let hash = lb_common::flow_hash(&key, HashFields::FiveTuple as u8);
+        let want = lb_user::sched::ring::lookup(&ring, hash).unwrap() as usize;
+        assert_eq!(got, want, "flow {i} ({ip}:{port}, hash {hash:#x})");
+    }
 }
