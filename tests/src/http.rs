@@ -76,70 +76,15 @@ impl Conn {
 }
 
 fn connect_from(addr: SocketAddr, local: SocketAddr) -> Result<TcpStream> {
-    // std has no bind-before-connect; a raw socket with SO_REUSEADDR does it.
-    use std::os::fd::FromRawFd;
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    unsafe {
-        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            bail!("socket: {}", std::io::Error::last_os_error());
-        }
-        let s = TcpStream::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const _ as *const _,
-            4,
-        );
-        let tv = libc::timeval {
-            tv_sec: TIMEOUT.as_secs() as i64,
-            tv_usec: 0,
-        };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            &tv as *const _ as *const _,
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        let (l, ll) = raw(&local);
-        if libc::bind(fd, &l as *const _ as *const libc::sockaddr, ll) != 0 {
-            bail!("bind {local}: {}", std::io::Error::last_os_error());
-        }
-        let (a, al) = raw(&addr);
-        if libc::connect(fd, &a as *const _ as *const libc::sockaddr, al) != 0 {
-            bail!(
-                "connect {addr} from {local}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(s)
-    }
-}
-
-/// A `sockaddr_storage` and its length for `sa`.
-pub fn raw(sa: &SocketAddr) -> (libc::sockaddr_storage, u32) {
-    let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match sa {
-        SocketAddr::V4(v4) => {
-            let a = unsafe { &mut *(&mut s as *mut _ as *mut libc::sockaddr_in) };
-            a.sin_family = libc::AF_INET as u16;
-            a.sin_port = v4.port().to_be();
-            a.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
-            (s, std::mem::size_of::<libc::sockaddr_in>() as u32)
-        }
-        SocketAddr::V6(v6) => {
-            let a = unsafe { &mut *(&mut s as *mut _ as *mut libc::sockaddr_in6) };
-            a.sin6_family = libc::AF_INET6 as u16;
-            a.sin6_port = v6.port().to_be();
-            a.sin6_addr.s6_addr = v6.ip().octets();
-            (s, std::mem::size_of::<libc::sockaddr_in6>() as u32)
-        }
-    }
+    // std has no bind-before-connect; SO_REUSEADDR lets a test reuse a
+    // source port that is still in TIME_WAIT.
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_write_timeout(Some(TIMEOUT))?;
+    s.bind(&local.into())
+        .with_context(|| format!("bind {local}"))?;
+    s.connect(&addr.into())
+        .with_context(|| format!("connect {addr} from {local}"))?;
+    Ok(s.into())
 }

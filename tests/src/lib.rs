@@ -5,6 +5,7 @@
 pub mod bpf;
 pub mod frame;
 pub mod http;
+pub mod keepalived;
 pub mod lab;
 pub mod netns;
 pub mod require;

@@ -22,6 +22,12 @@ pub fn command(test: &str, cmd: &str) -> bool {
         )
 }
 
+/// A namespace lab can run: root, `ethtool` (the lab turns the client's
+/// checksum offload off), and the test's own `commands`.
+pub fn lab(test: &str, commands: &[&str]) -> bool {
+    root(test) && ["ethtool"].iter().chain(commands).all(|c| command(test, c))
+}
+
 fn skip(test: &str, why: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{test}: {why}; under CI=true this is a failure, not a skip");

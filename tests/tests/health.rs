@@ -21,10 +21,6 @@ fn vip() -> SocketAddr {
     format!("{VIP4}:80").parse().unwrap()
 }
 
-fn skip(name: &str, cmds: &[&str]) -> bool {
-    !require::root(name) || !cmds.iter().all(|c| require::command(name, c))
-}
-
 /// A lab whose services carry `extra` (check, warmup), serving, with every
 /// IPv4 backend up.
 fn lab_with(extra: &str) -> Lab {
@@ -46,7 +42,7 @@ const WINDOW: Duration = Duration::from_secs(4);
 #[test]
 fn a_stopped_backend_leaves_within_the_window_and_rejoins_after_rise() {
     let name = "a_stopped_backend_leaves_within_the_window_and_rejoins_after_rise";
-    if skip(name, &["ethtool"]) {
+    if !require::lab(name, &[]) {
         return;
     }
     let mut lab = lab_with(HTTP_CHECK);
@@ -113,7 +109,7 @@ fn a_stopped_backend_leaves_within_the_window_and_rejoins_after_rise() {
 #[test]
 fn error_status_hang_and_wrong_body_each_take_a_backend_down() {
     let name = "error_status_hang_and_wrong_body_each_take_a_backend_down";
-    if skip(name, &["ethtool"]) {
+    if !require::lab(name, &[]) {
         return;
     }
     let lab = lab_with(HTTP_CHECK);
@@ -173,7 +169,7 @@ fn show_text(lab: &Lab) -> String {
 #[test]
 fn warmup_ramps_a_recovered_backends_share() {
     let name = "warmup_ramps_a_recovered_backends_share";
-    if skip(name, &["ethtool"]) {
+    if !require::lab(name, &[]) {
         return;
     }
     let check = r#"check = { kind = "http", path = "/healthz", interval = "200ms", timeout = "100ms", retries = 1, retry_delay = "100ms", rise = 1 }
@@ -225,7 +221,7 @@ warmup_step = "250ms""#;
 #[test]
 fn tcp_check_marks_refused_and_silently_dropped_ports_down() {
     let name = "tcp_check_marks_refused_and_silently_dropped_ports_down";
-    if skip(name, &["ethtool", "nft"]) {
+    if !require::lab(name, &["nft"]) {
         return;
     }
     let check = r#"check = { kind = "tcp", interval = "1s", timeout = "500ms", retries = 1 }"#;
@@ -270,7 +266,7 @@ fn tcp_check_marks_refused_and_silently_dropped_ports_down() {
 #[test]
 fn script_check_follows_exit_codes_and_a_hanging_script_is_killed() {
     let name = "script_check_follows_exit_codes_and_a_hanging_script_is_killed";
-    if skip(name, &["ethtool"]) {
+    if !require::lab(name, &[]) {
         return;
     }
     // The scripts read their answer from the lab's run directory (removed
@@ -341,7 +337,7 @@ fn script_check_follows_exit_codes_and_a_hanging_script_is_killed() {
 #[test]
 fn adding_a_check_by_reload_keeps_serving_backends_in_and_catches_a_bad_one() {
     let name = "adding_a_check_by_reload_keeps_serving_backends_in_and_catches_a_bad_one";
-    if skip(name, &["ethtool"]) {
+    if !require::lab(name, &[]) {
         return;
     }
     let lab = lab_with("");

@@ -1,7 +1,12 @@
 //! The balancer in a namespace lab: real TCP clients and HTTP backends, the
 //! XDP program forwarding between them, the agent reloading and reporting.
 
-use std::{collections::BTreeMap, net::SocketAddr, process::Command, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use lb_tests::{
     http::{self, Conn},
@@ -84,9 +89,7 @@ fn answers(lab: &lab::Lab, n: u16, port0: u16) -> Vec<String> {
 
 #[test]
 fn new_connections_follow_weights_1_1_2() {
-    if !require::root("new_connections_follow_weights_1_1_2")
-        || !require::command("new_connections_follow_weights_1_1_2", "ethtool")
-    {
+    if !require::lab("new_connections_follow_weights_1_1_2", &[]) {
         return;
     }
     let (lab, _) = lab::serving(LabSpec::default()).unwrap();
@@ -134,7 +137,7 @@ fn new_connections_follow_weights_1_1_2() {
 #[test]
 fn long_lived_connection_survives_removing_another_backend_and_reload() {
     let name = "long_lived_connection_survives_removing_another_backend_and_reload";
-    if !require::root(name) || !require::command(name, "ethtool") {
+    if !require::lab(name, &[]) {
         return;
     }
     let (lab, cfg) = lab::serving(LabSpec::default()).unwrap();
@@ -208,7 +211,7 @@ fn long_lived_connection_survives_removing_another_backend_and_reload() {
 #[test]
 fn bad_config_on_reload_is_rejected_and_the_old_one_keeps_serving() {
     let name = "bad_config_on_reload_is_rejected_and_the_old_one_keeps_serving";
-    if !require::root(name) || !require::command(name, "ethtool") {
+    if !require::lab(name, &[]) {
         return;
     }
     let (lab, cfg) = lab::serving(LabSpec::default()).unwrap();
@@ -240,7 +243,7 @@ fn lb_show(args: &[&str]) -> serde_json::Value {
 #[test]
 fn lb_show_reports_what_was_configured() {
     let name = "lb_show_reports_what_was_configured";
-    if !require::root(name) || !require::command(name, "ethtool") {
+    if !require::lab(name, &[]) {
         return;
     }
     let (lab, cfg) = lab::serving(LabSpec::default()).unwrap();
@@ -333,7 +336,7 @@ fn lb_show_reports_what_was_configured() {
 #[test]
 fn a_lab_and_its_agent_leave_nothing_behind() {
     let name = "a_lab_and_its_agent_leave_nothing_behind";
-    if !require::root(name) || !require::command(name, "ethtool") {
+    if !require::lab(name, &[]) {
         return;
     }
     let (mut lab, _) = lab::serving(LabSpec::default()).unwrap();
@@ -373,7 +376,7 @@ fn a_lab_and_its_agent_leave_nothing_behind() {
 #[test]
 fn flows_survive_an_agent_restart_with_keep_pinned() {
     let name = "flows_survive_an_agent_restart_with_keep_pinned";
-    if !require::root(name) || !require::command(name, "ethtool") {
+    if !require::lab(name, &[]) {
         return;
     }
     let (mut lab, _) = lab::serving_with(LabSpec::default(), &["--keep-pinned"]).unwrap();
@@ -462,7 +465,7 @@ fn lab_sweep() -> String {
 #[test]
 fn a_killed_runs_lab_is_swept_and_a_live_one_is_not() {
     let name = "a_killed_runs_lab_is_swept_and_a_live_one_is_not";
-    if !require::root(name) || !require::command(name, "ethtool") {
+    if !require::lab(name, &[]) {
         return;
     }
     let (mut lab, _) = lab::serving(LabSpec::default()).unwrap();
@@ -513,4 +516,87 @@ fn a_killed_runs_lab_is_swept_and_a_live_one_is_not() {
     );
     assert!(!pin_dir.exists(), "pins left at {}", pin_dir.display());
     assert!(!dir.exists(), "run directory left");
+}
+
+/// `cargo xtask run`'s lab (`lab run`, which xtask execs into) removes its
+/// namespaces, pins and processes when its terminal goes away (SIGHUP with
+/// stdout closed) or it is sent SIGTERM, as on Ctrl-C.
+#[test]
+fn lab_run_cleans_up_on_hangup_and_sigterm() {
+    let name = "lab_run_cleans_up_on_hangup_and_sigterm";
+    if !require::lab(name, &[]) {
+        return;
+    }
+    for sig in [libc::SIGHUP, libc::SIGTERM] {
+        let mut child = Command::new(lab::bin("LAB_BIN", "lab").unwrap())
+            .arg("run")
+            .arg(lab::bin("LB_BIN", "lb").unwrap())
+            .arg(lab::bin("LAB_HTTP_BIN", "lab-http").unwrap())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads until the lab serves, then drops the pipe: the "terminal"
+        // is gone and every later write of the lab fails.
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let ready = line.contains("Press Ctrl-C");
+                let _ = tx.send(line);
+                if ready {
+                    return;
+                }
+            }
+        });
+        let mut prefix = None;
+        let mut ready = false;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !ready && Instant::now() < deadline {
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+                continue;
+            };
+            if let Some(p) = line.strip_prefix("lab: lab ") {
+                prefix = p.split_whitespace().next().map(str::to_string);
+            }
+            ready = line.contains("Press Ctrl-C");
+        }
+        let prefix = prefix.expect("lab run printed its prefix");
+        let _cleanup = RemoveOnDrop(prefix.clone());
+        assert!(ready, "lab run did not come up within 90 s");
+        reader.join().unwrap();
+        // SAFETY: kill(2) of the child this test started.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "lab run ignored signal {sig}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            netns::list(&format!("{prefix}-")).is_empty(),
+            "signal {sig}: namespaces left"
+        );
+        let pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("lb-lab-{prefix}-")))
+            .collect();
+        assert!(pins.is_empty(), "signal {sig}: pins left: {pins:?}");
+        assert!(
+            !std::path::Path::new(lab::RUN_DIR).join(&prefix).exists(),
+            "signal {sig}: run directory left"
+        );
+        // No process of the lab (their command lines name its run directory).
+        let alive: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&prefix))
+            .collect();
+        assert!(alive.is_empty(), "signal {sig}: processes left: {alive:?}");
+    }
 }

@@ -21,7 +21,7 @@ fn writes(lab: &lab::Lab) -> serde_json::Value {
 #[test]
 fn drain_keeps_an_open_connection_and_unchanged_reloads_write_nothing() {
     let name = "drain_keeps_an_open_connection_and_unchanged_reloads_write_nothing";
-    if !require::root(name) || !require::command(name, "ethtool") {
+    if !require::lab(name, &[]) {
         return;
     }
     for sched in lb_common::Scheduler::ALL {
@@ -99,7 +99,7 @@ fn drain_keeps_an_open_connection_and_unchanged_reloads_write_nothing() {
 #[test]
 fn least_conn_steers_away_from_a_backend_holding_long_lived_connections() {
     let name = "least_conn_steers_away_from_a_backend_holding_long_lived_connections";
-    if !require::root(name) || !require::command(name, "ethtool") {
+    if !require::lab(name, &[]) {
         return;
     }
     // First every connection of the client goes to one backend (src-ip).
@@ -164,7 +164,7 @@ fn least_conn_steers_away_from_a_backend_holding_long_lived_connections() {
 #[test]
 fn shortest_response_sends_little_to_a_backend_50ms_slower() {
     let name = "shortest_response_sends_little_to_a_backend_50ms_slower";
-    if !require::root(name) || !require::command(name, "ethtool") {
+    if !require::lab(name, &[]) {
         return;
     }
     let spec = LabSpec {

@@ -7,6 +7,7 @@ use std::{
 };
 
 use lb_tests::{
+    keepalived,
     lab::{self, Lab, LabSpec, VIP4},
     netns, require,
     traffic::Traffic,
@@ -33,10 +34,6 @@ fn two_balancers() -> Lab {
 /// Start lb1's agent again with its config (and pins) as process lb1-again.
 fn restart_lb1(l: &mut Lab) {
     l.restart_agent("lb1", "lb1-again").unwrap();
-}
-
-fn skip(name: &str) -> bool {
-    !require::root(name) || !require::command(name, "ethtool")
 }
 
 /// Write `role`'s config, the default services and `section`, and start
@@ -114,7 +111,7 @@ fn client_vip_mac(l: &Lab) -> String {
 #[test]
 fn killing_the_master_moves_the_vip_and_it_comes_back_with_preempt() {
     let name = "killing_the_master_moves_the_vip_and_it_comes_back_with_preempt";
-    if skip(name) {
+    if !require::lab(name, &[]) {
         return;
     }
     let mut l = pair("", "");
@@ -164,7 +161,7 @@ fn killing_the_master_moves_the_vip_and_it_comes_back_with_preempt() {
 #[test]
 fn sigterm_hands_over_in_about_the_skew_time() {
     let name = "sigterm_hands_over_in_about_the_skew_time";
-    if skip(name) {
+    if !require::lab(name, &[]) {
         return;
     }
     let l = pair("", "");
@@ -182,7 +179,7 @@ fn sigterm_hands_over_in_about_the_skew_time() {
 #[test]
 fn nopreempt_keeps_the_returning_higher_priority_node_backup() {
     let name = "nopreempt_keeps_the_returning_higher_priority_node_backup";
-    if skip(name) {
+    if !require::lab(name, &[]) {
         return;
     }
     let mut l = pair("preempt = false", "preempt = false");
@@ -201,7 +198,7 @@ fn nopreempt_keeps_the_returning_higher_priority_node_backup() {
 #[test]
 fn a_master_whose_backends_all_fail_hands_over() {
     let name = "a_master_whose_backends_all_fail_hands_over";
-    if skip(name) {
+    if !require::lab(name, &[]) {
         return;
     }
     // lb1 checks a port nothing listens on once told to: its service then
@@ -241,71 +238,13 @@ fn with_keepalived(version: u8, ka_priority: u8, auth: bool) -> Lab {
         // master until our higher priority preempts it.
         wait_state(&l, "lb1", "MASTER", Duration::from_secs(15));
     }
-    start_keepalived(&mut l, "lb2", "keepalived", version, ka_priority, auth);
+    keepalived::start(&mut l, "lb2", "keepalived", version, ka_priority, auth);
     l
 }
 
-/// Run keepalived's VRRP in balancer namespace `role` as process `name`:
-/// instance VI_1, VRID 51, the lab's IPv4 VIP, 200 ms (v3) or 1 s (v2).
-fn start_keepalived(l: &mut Lab, role: &str, name: &str, version: u8, priority: u8, auth: bool) {
-    let ka_int = if version == 2 { "1" } else { "0.2" };
-    let auth_block = if auth {
-        "    authentication {\n        auth_type PASS\n        auth_pass s3cret\n    }\n"
-    } else {
-        ""
-    };
-    let conf = format!(
-        "global_defs {{\n    router_id {role}\n    vrrp_version {version}\n}}\nvrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    priority {priority}\n    advert_int {ka_int}\n{auth_block}    virtual_ipaddress {{\n        {VIP4}/32\n    }}\n}}\n"
-    );
-    let path = l.dir.join(format!("{name}.conf"));
-    std::fs::write(&path, conf).unwrap();
-    let mut cmd = std::process::Command::new("keepalived");
-    cmd.args([
-        "--vrrp",
-        "--dont-fork",
-        "--log-console",
-        "--log-detail",
-        "--no-syslog",
-    ])
-    .arg("--use-file")
-    .arg(&path)
-    .arg("--pid")
-    .arg(l.dir.join(format!("{name}.pid.main")))
-    .arg("--vrrp_pid")
-    .arg(l.dir.join(format!("{name}.pid.vrrp")));
-    l.spawn(role, name, cmd).unwrap();
-}
-
-/// SIGKILL keepalived's VRRP process and then its parent: a crash, not a
-/// clean stop (a killed parent alone lets the child resign with priority 0).
-fn crash_keepalived(l: &Lab, name: &str) {
-    let vrrp_pid: i32 = std::fs::read_to_string(l.dir.join(format!("{name}.pid.vrrp")))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: kill(2) of the keepalived this test started.
-    unsafe { libc::kill(vrrp_pid, libc::SIGKILL) };
-    l.signal(name, libc::SIGKILL).unwrap();
-}
-
-/// keepalived's state, from its log (it logs every transition).
+/// keepalived's state in the lab's keepalived process.
 fn keepalived_state(l: &Lab) -> &'static str {
-    keepalived_state_of(l, "keepalived")
-}
-
-fn keepalived_state_of(l: &Lab, name: &str) -> &'static str {
-    let log = l.log(name);
-    let m = log.rfind("Entering MASTER STATE");
-    let b = log
-        .rfind("Entering BACKUP STATE")
-        .max(log.rfind("Entering FAULT STATE"));
-    match (m, b) {
-        (Some(m), Some(b)) if m > b => "MASTER",
-        (Some(_), None) => "MASTER",
-        (_, Some(_)) => "BACKUP",
-        _ => "?",
-    }
+    keepalived::state(l, "keepalived")
 }
 
 fn keepalived_interop(version: u8, auth: bool) {
@@ -333,7 +272,7 @@ fn keepalived_interop(version: u8, auth: bool) {
         d["dropped"].as_object().unwrap().values().all(|v| v == 0),
         "our agent rejected keepalived's adverts: {d:#}"
     );
-    crash_keepalived(&l, "keepalived");
+    keepalived::crash(&l, "keepalived");
     let took = wait_state(&l, "lb1", "MASTER", wait);
     println!("keepalived v{version} (master) killed: our agent MASTER after {took:?}");
     drop(l);
@@ -365,7 +304,7 @@ fn keepalived_interop(version: u8, auth: bool) {
 #[test]
 fn interoperates_with_keepalived_vrrp_v3() {
     let name = "interoperates_with_keepalived_vrrp_v3";
-    if skip(name) || !require::command(name, "keepalived") {
+    if !require::lab(name, &["keepalived"]) {
         return;
     }
     keepalived_interop(3, false);
@@ -374,7 +313,7 @@ fn interoperates_with_keepalived_vrrp_v3() {
 #[test]
 fn interoperates_with_keepalived_vrrp_v2_with_password() {
     let name = "interoperates_with_keepalived_vrrp_v2_with_password";
-    if skip(name) || !require::command(name, "keepalived") {
+    if !require::lab(name, &["keepalived"]) {
         return;
     }
     keepalived_interop(2, true);
@@ -404,7 +343,7 @@ fn drops(l: &Lab, role: &str) -> serde_json::Value {
 fn hostile_adverts_are_dropped_counted_and_change_nothing() {
     use lb_user::vrrp::codec::{self, Advert, Auth, Version};
     let name = "hostile_adverts_are_dropped_counted_and_change_nothing";
-    if skip(name) {
+    if !require::lab(name, &[]) {
         return;
     }
     // VRRPv2 with a password, so a wrong password can be tried too.
@@ -500,7 +439,7 @@ fn longest_dual_master(l: &Lab, span: Duration) -> Duration {
 #[test]
 fn a_returning_master_preempts_without_two_masters() {
     let name = "a_returning_master_preempts_without_two_masters";
-    if skip(name) {
+    if !require::lab(name, &[]) {
         return;
     }
     let mut l = pair("", "");
@@ -520,7 +459,7 @@ fn a_returning_master_preempts_without_two_masters() {
 #[test]
 fn tracked_interface_and_script_hand_over_and_notify_sees_every_transition() {
     let name = "tracked_interface_and_script_hand_over_and_notify_sees_every_transition";
-    if skip(name) {
+    if !require::lab(name, &[]) {
         return;
     }
     let mut l = two_balancers();
@@ -581,7 +520,7 @@ notify = ["/bin/sh", "-c", "echo \"$1 $2 $3\" >> {}", "notify"]"#,
 #[test]
 fn an_ipv6_instance_moves_the_vip_with_neighbour_advertisements() {
     let name = "an_ipv6_instance_moves_the_vip_with_neighbour_advertisements";
-    if skip(name) {
+    if !require::lab(name, &[]) {
         return;
     }
     let mut l = two_balancers();
@@ -625,7 +564,7 @@ fn an_ipv6_instance_moves_the_vip_with_neighbour_advertisements() {
 #[test]
 fn a_heartbeat_path_keeps_the_backup_from_a_split_brain() {
     let name = "a_heartbeat_path_keeps_the_backup_from_a_split_brain";
-    if skip(name) || !require::command(name, "nft") {
+    if !require::lab(name, &["nft"]) {
         return;
     }
     let mut l = two_balancers();
@@ -673,26 +612,26 @@ fn a_heartbeat_path_keeps_the_backup_from_a_split_brain() {
 #[test]
 fn keepalived_pair_reference_failover() {
     let name = "keepalived_pair_reference_failover";
-    if skip(name) || !require::command(name, "keepalived") {
+    if !require::lab(name, &["keepalived"]) {
         return;
     }
     let wait_master = |l: &Lab, n: &str, t: Duration| {
         let t0 = Instant::now();
-        while keepalived_state_of(l, n) != "MASTER" && t0.elapsed() < t {
+        while keepalived::state(l, n) != "MASTER" && t0.elapsed() < t {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(keepalived_state_of(l, n), "MASTER", "{}", l.log(n));
+        assert_eq!(keepalived::state(l, n), "MASTER", "{}", l.log(n));
         t0.elapsed()
     };
     for crash in [true, false] {
         let mut l = two_balancers();
-        start_keepalived(&mut l, "lb1", "ka1", 3, 150, false);
+        keepalived::start(&mut l, "lb1", "ka1", 3, 150, false);
         wait_master(&l, "ka1", Duration::from_secs(10));
-        start_keepalived(&mut l, "lb2", "ka2", 3, 100, false);
+        keepalived::start(&mut l, "lb2", "ka2", 3, 100, false);
         std::thread::sleep(Duration::from_secs(2));
-        assert_ne!(keepalived_state_of(&l, "ka2"), "MASTER");
+        assert_ne!(keepalived::state(&l, "ka2"), "MASTER");
         if crash {
-            crash_keepalived(&l, "ka1");
+            keepalived::crash(&l, "ka1");
         } else {
             l.signal("ka1", libc::SIGTERM).unwrap();
         }
@@ -711,7 +650,7 @@ fn keepalived_pair_reference_failover() {
 #[test]
 fn a_backup_does_not_forward_vip_traffic_until_it_is_master() {
     let name = "a_backup_does_not_forward_vip_traffic_until_it_is_master";
-    if skip(name) {
+    if !require::lab(name, &[]) {
         return;
     }
     let l = pair("", "");

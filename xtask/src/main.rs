@@ -78,11 +78,11 @@ fn main() -> Result<()> {
             match config {
                 Some(c) => {
                     step(&format!("running lb run -c {}", c.display()));
-                    exec(Command::new(bin.join("lb")).args(["run", "-c"]).arg(c))
+                    replace(Command::new(bin.join("lb")).args(["run", "-c"]).arg(c))
                 }
                 None => {
                     step("no config given: building a namespace lab and serving a VIP in it");
-                    exec(
+                    replace(
                         Command::new(bin.join("lab"))
                             .arg("run")
                             .arg(bin.join("lb"))
@@ -210,6 +210,15 @@ fn build(release: bool) -> Result<()> {
 }
 
 /// Run to completion; fail if it fails.
+/// Become `c` (exec): a signal sent to `cargo xtask run` (Ctrl-C, kill,
+/// the terminal hanging up) reaches the program that cleans up, not an
+/// xtask that would die and leave it behind.
+fn replace(c: &mut Command) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let e = c.exec();
+    Err(e).with_context(|| format!("starting {c:?}"))
+}
+
 pub fn exec(c: &mut Command) -> Result<()> {
     let status = c.status().with_context(|| format!("starting {c:?}"))?;
     if !status.success() {

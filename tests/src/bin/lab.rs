@@ -18,6 +18,15 @@ use lb_tests::lab::{self, CLIENT4, Lab, LabSpec, VIP4, VIP6};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// println! that never panics: once the terminal is gone (a dropped SSH
+/// session, a closed pane) stdout fails, and clean-up must go on.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
@@ -37,18 +46,18 @@ fn main() -> Result<()> {
                 None => lab::running(),
             };
             for p in &which {
-                println!("lab: removing {p}");
+                say!("lab: removing {p}");
                 lab::remove(p);
             }
             if which.is_empty() {
-                println!("lab: no lab is running");
+                say!("lab: no lab is running");
             }
             Ok(())
         }
         Some("status") => status(),
         Some("sweep") => {
             for p in lab::sweep() {
-                println!("lab: removed {p}: every process it started is gone");
+                say!("lab: removed {p}: every process it started is gone");
             }
             Ok(())
         }
@@ -57,13 +66,22 @@ fn main() -> Result<()> {
 }
 
 fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
-    println!("lab: building namespaces (client, lb1, lb2, b1-b3 on a bridge)");
+    say!("lab: building namespaces (client, lb1, lb2, b1-b3 on a bridge)");
     let spec = LabSpec {
         balancers: 2,
         vrrp: true,
         ..LabSpec::default()
     };
+    if !detach {
+        // Ctrl-C, a kill, or the terminal going away: each tears the lab
+        // down, also while it is still being built.
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: the handler only stores to an atomic.
+            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        }
+    }
     let mut l = Lab::up(spec, &http, detach)?;
+    say!("lab: lab {} is being set up", l.prefix);
     let check = r#"check = { kind = "http", path = "/healthz", interval = "1s", timeout = "500ms", retries = 2, retry_delay = "500ms" }"#;
     let mut cfg = PathBuf::new();
     for (role, prio) in [("lb1", 150), ("lb2", 100)] {
@@ -75,7 +93,7 @@ fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
                 Lab::vrrp_section(prio, "200ms", "")
             ),
         )?;
-        println!(
+        say!(
             "lab: starting `lb run -c {}` in {} (VRRP priority {prio})",
             c.display(),
             l.ns(role)
@@ -90,54 +108,50 @@ fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
         return Err(e);
     }
     let c = l.ns("c");
-    println!();
-    println!("The VIP is served. From the client namespace:");
-    println!("  ip netns exec {c} curl -s http://{VIP4}/        # answers b1, b2 or b3");
-    println!("  ip netns exec {c} curl -s http://[{VIP6}]/");
-    println!(
+    say!();
+    say!("The VIP is served. From the client namespace:");
+    say!("  ip netns exec {c} curl -s http://{VIP4}/        # answers b1, b2 or b3");
+    say!("  ip netns exec {c} curl -s http://[{VIP6}]/");
+    say!(
         "  for i in $(seq 20); do ip netns exec {c} curl -s http://{VIP4}/; done | sort | uniq -c"
     );
-    println!("Inspect a balancer (reads its pinned maps):");
-    println!("  {} show backends -c {}", lb.display(), cfg.display());
-    println!(
+    say!("Inspect a balancer (reads its pinned maps):");
+    say!("  {} show backends -c {}", lb.display(), cfg.display());
+    say!(
         "  {} show vrrp -c {}     # lb1 is MASTER, lb2 BACKUP",
         lb.display(),
         cfg.display()
     );
-    println!(
+    say!(
         "Fail over: kill lb1's agent and watch lb2 take the VIP:\n  kill $(cat {}) ; {} show vrrp -c {}",
         l.dir.join("lb1.pid").display(),
         lb.display(),
         l.dir.join("lb2.toml").display()
     );
-    println!(
+    say!(
         "Agent logs: {} {}",
         l.dir.join("lb1.log").display(),
         l.dir.join("lb2.log").display()
     );
-    println!();
+    say!();
     let out = Command::new(&lb)
         .args(["show", "backends", "-c"])
         .arg(&cfg)
         .output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
     if detach {
-        println!(
+        say!(
             "\nlab {} is up; `cargo xtask lab down` removes it.",
             l.prefix
         );
         l.release();
         return Ok(());
     }
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-    println!("\nPress Ctrl-C to stop and remove the lab.");
+    say!("\nPress Ctrl-C to stop and remove the lab.");
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!("\nlab: tearing down {}", l.prefix);
+    say!("\nlab: tearing down {}", l.prefix);
     l.down();
     Ok(())
 }
@@ -161,25 +175,25 @@ fn wait_serving(l: &Lab) -> Result<()> {
     })?;
     let name = served
         .with_context(|| format!("the VIP did not answer within {wait} s (agent log above)"))?;
-    println!("lab: client {CLIENT4} -> {VIP4}:80 answered by {name}");
+    say!("lab: client {CLIENT4} -> {VIP4}:80 answered by {name}");
     Ok(())
 }
 
 fn status() -> Result<()> {
     let labs = lab::running();
     if labs.is_empty() {
-        println!("no lab is running");
+        say!("no lab is running");
     }
     for p in labs {
         let dir = std::path::Path::new(lab::RUN_DIR).join(&p);
-        println!(
+        say!(
             "lab {p}: namespaces {}",
             lb_tests::netns::list(&format!("{p}-")).join(" ")
         );
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = e.path();
             if path.extension().is_some_and(|x| x == "toml") {
-                println!("  config {}", path.display());
+                say!("  config {}", path.display());
             }
         }
     }

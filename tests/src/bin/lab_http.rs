@@ -54,32 +54,18 @@ fn main() {
 }
 
 fn listen_on(addr: &str) -> TcpListener {
-    // An IPv6 wildcard must not also claim IPv4, or it clashes with 0.0.0.0.
+    use socket2::{Domain, Socket, Type};
     let sa: std::net::SocketAddr = addr.parse().expect("ADDR:PORT");
-    let domain = if sa.is_ipv6() {
-        libc::AF_INET6
-    } else {
-        libc::AF_INET
-    };
-    unsafe {
-        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket");
-        let one: libc::c_int = 1;
-        let p = &one as *const _ as *const libc::c_void;
-        let n = std::mem::size_of::<libc::c_int>() as u32;
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, p, n);
-        if sa.is_ipv6() {
-            libc::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, p, n);
-        }
-        let (storage, len) = lb_tests::http::raw(&sa);
-        assert!(
-            libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) == 0,
-            "bind {addr}: {}",
-            std::io::Error::last_os_error()
-        );
-        assert!(libc::listen(fd, 1024) == 0, "listen");
-        std::os::fd::FromRawFd::from_raw_fd(fd)
+    let s = Socket::new(Domain::for_address(sa), Type::STREAM, None).expect("socket");
+    s.set_reuse_address(true).expect("SO_REUSEADDR");
+    if sa.is_ipv6() {
+        // An IPv6 wildcard must not also claim IPv4, or it clashes with 0.0.0.0.
+        s.set_only_v6(true).expect("IPV6_V6ONLY");
     }
+    s.bind(&sa.into())
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    s.listen(1024).expect("listen");
+    s.into()
 }
 
 /// What /healthz should do now.

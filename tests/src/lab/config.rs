@@ -1,0 +1,55 @@
+//! Config files the lab writes for its balancers.
+
+use std::{fmt::Write as _, fs, path::PathBuf};
+
+use anyhow::Result;
+
+use super::{LAN6, Lab, VIP4, VIP6};
+
+impl Lab {
+    /// Write the balancer config for `role` and return its path.
+    pub fn write_config(&self, role: &str, services: &str) -> Result<PathBuf> {
+        // restart_agent finds it here.
+        let path = self.dir.join(format!("{role}.toml"));
+        let text = format!(
+            "# Lab balancer {role}; written by the lab.\n[agent]\ninterface = \"eth0\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_services = 8\nmax_backends = 64\n\n{services}",
+            self.pin_dir(role).display()
+        );
+        fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// The lab's default service: the VIP on port 80 over every backend.
+    pub fn default_services(&self) -> String {
+        self.services_with("")
+    }
+
+    /// The default services with `extra` lines (e.g. a `check`) in each.
+    pub fn services_with(&self, extra: &str) -> String {
+        let mut s = String::new();
+        for vip in [VIP4, VIP6] {
+            let _ = writeln!(
+                s,
+                "[[service]]\nvip = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\n{extra}\nbackends = ["
+            );
+            for b in &self.spec.backends {
+                let a = if vip == VIP4 {
+                    Self::backend_addr(b)
+                } else {
+                    format!("{LAN6}::{:x}", b.host)
+                };
+                let _ = writeln!(s, "  {{ address = \"{a}\", weight = {} }},", b.weight);
+            }
+            s.push_str("]\n\n");
+        }
+        s
+    }
+
+    /// A `[[vrrp]]` section moving both VIPs, VRID 51, VRRPv3 at `interval`,
+    /// with `extra` lines (preempt, track_services, ...).
+    pub fn vrrp_section(priority: u8, interval: &str, extra: &str) -> String {
+        format!(
+            "[[vrrp]]\nname = \"VI_1\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"{interval}\"\nvips = [\"{VIP4}/32\", \"{VIP6}/128\"]\n{extra}\n"
+        )
+    }
+}

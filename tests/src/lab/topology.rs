@@ -1,0 +1,90 @@
+//! The lab's shape: a bridge namespace, and a namespace per host with its
+//! veth on the bridge, LAN addresses, and (backends) the DR real-server
+//! set-up.
+
+use anyhow::Result;
+
+use super::{LAN4, LAN6, Lab, VIP4, VIP6};
+use crate::netns::{self, ip, sysctl};
+
+impl Lab {
+    pub(super) fn build(&mut self) -> Result<()> {
+        let sw = self.ns("sw");
+        ip("", &format!("netns add {sw}"))?;
+        ip(&sw, "link add br0 type bridge")?;
+        ip(&sw, "link set br0 up")?;
+        ip(&sw, "link set lo up")?;
+        self.host("c", 2, false)?;
+        for n in 1..=self.spec.balancers {
+            self.host(&format!("lb{n}"), 4 + n, false)?;
+            let ns = self.ns(&format!("lb{n}"));
+            if !self.spec.vrrp {
+                // The VIP lives on the balancer, statically.
+                ip(&ns, &format!("addr add {VIP4}/32 dev eth0"))?;
+                ip(&ns, &format!("addr add {VIP6}/128 dev eth0 nodad"))?;
+            }
+            // XDP_TX out of a veth is dropped unless the peer runs XDP too.
+            self.attach_pass(&format!("lb{n}"))?;
+        }
+        let backends = self.spec.backends.clone();
+        for b in &backends {
+            self.host(&b.name, b.host, true)?;
+        }
+        let c = self.ns("c");
+        // A veth hands on TCP/UDP with only a partial checksum (offload);
+        // after XDP_TX re-sends the frame that state is lost and the backend
+        // drops it as corrupt. Real NICs put full checksums on the wire.
+        netns::exec(&c, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        ip(&c, "route add 203.0.113.0/24 dev eth0")?;
+        ip(&c, "-6 route add 2001:db8:f::/64 dev eth0")?;
+        Ok(())
+    }
+
+    /// Attach `xdp_pass` to port `port` of the bridge namespace, pinned so
+    /// it outlives this process (detached labs); removed with the lab's pins.
+    fn attach_pass(&self, port: &str) -> Result<()> {
+        use aya::programs::{XdpMode, links::FdLink};
+        let pin = self.pin_dir(&format!("sw-{port}"));
+        let port = port.to_string();
+        netns::in_ns(&self.ns("sw"), move || -> Result<()> {
+            let tiny = lb_user::maps::loader::Sizes {
+                flows: 1024,
+                max_services: 1,
+                max_backends: 1,
+                table_size: 7,
+            };
+            let mut bpf = lb_user::maps::loader::load(&pin, tiny)?;
+            let prog = lb_user::maps::loader::program(&mut bpf, lb_common::names::PROG_XDP_PASS)?;
+            let id = prog.attach(&port, XdpMode::Driver)?;
+            let link = FdLink::try_from(prog.take_link(id)?)?;
+            link.pin(pin.join(lb_common::names::LINK_PIN))?;
+            Ok(())
+        })?
+    }
+
+    /// A namespace `role` with eth0 on the bridge at LAN host number `host`.
+    fn host(&self, role: &str, host: u8, backend: bool) -> Result<()> {
+        let ns = self.ns(role);
+        let sw = self.ns("sw");
+        ip("", &format!("netns add {ns}"))?;
+        ip(
+            &ns,
+            &format!("link add eth0 type veth peer name {role} netns {sw}"),
+        )?;
+        ip(&sw, &format!("link set {role} master br0 up"))?;
+        ip(&ns, "link set lo up")?;
+        ip(&ns, &format!("addr add {LAN4}.{host}/24 dev eth0"))?;
+        ip(&ns, &format!("addr add {LAN6}::{host:x}/64 dev eth0 nodad"))?;
+        ip(&ns, "link set eth0 up")?;
+        if backend {
+            // LVS-DR real server: the VIP on lo, never answered for or announced on eth0.
+            ip(&ns, &format!("addr add {VIP4}/32 dev lo"))?;
+            ip(&ns, &format!("addr add {VIP6}/128 dev lo"))?;
+            for dev in ["all", "eth0"] {
+                sysctl(&ns, &format!("net.ipv4.conf.{dev}.arp_ignore"), "1")?;
+                sysctl(&ns, &format!("net.ipv4.conf.{dev}.arp_announce"), "2")?;
+            }
+        }
+        Ok(())
+    }
+}
