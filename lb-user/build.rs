@@ -16,10 +16,17 @@ fn main() -> anyhow::Result<()> {
         "cargo:rerun-if-changed={}/../lb-common",
         env!("CARGO_MANIFEST_DIR")
     );
+    // The upgrade test's build: the XDP program gets the same layout change.
+    let features: &[&str] = if env::var_os("CARGO_FEATURE_LAYOUT_TEST").is_some() {
+        &["layout-test"]
+    } else {
+        &[]
+    };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "lb-ebpf",
             root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../lb-ebpf"),
+            features,
             ..Default::default()
         }],
         aya_build::Toolchain::Custom(&toolchain),

@@ -32,8 +32,17 @@ pub const HEALTH: &str = "HEALTH";
 /// Instance slot -> VrrpStatus, for `lb show vrrp` (agent-only).
 pub const VRRP: &str = "VRRP";
 
+/// The Ethernet address of the interface the program runs on (one OwnMac):
+/// only frames sent to it are balanced.
+pub const OWN_MAC: &str = "OWN_MAC";
+
+/// A fingerprint of each table slot's content, by service id x 2 + slot
+/// (agent-only): a restarted agent skips rewriting a table it would build
+/// the same.
+pub const SLOT_SUMS: &str = "SLOT_SUMS";
+
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 13] = [
+pub const ALL_MAPS: [&str; 15] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -47,6 +56,8 @@ pub const ALL_MAPS: [&str; 13] = [
     RR_STATE,
     AGENT_STATS,
     ACTIVE,
+    OWN_MAC,
+    SLOT_SUMS,
 ];
 
 /// The XDP entry point.
@@ -57,10 +68,22 @@ pub const PROG_XDP_PASS: &str = "xdp_pass";
 /// Benchmark floor: parse to L4 and XDP_TX.
 pub const PROG_BENCH_FLOOR: &str = "bench_floor";
 
-/// Default pin directory. Versioned: bump when a map layout changes, since a
-/// reused pin with a different layout fails to load ("parameter mismatch").
+/// Default pin directory. The maps live in its subdirectory
+/// `v{LAYOUT_VERSION}`; an agent that finds another version's pins there
+/// migrates their state (see the agent's maps/migrate.rs).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
+
+/// The map layout's version: bump it when any map's key, value or size
+/// changes, since a reused pin with another layout fails to load
+/// ("parameter mismatch"). Layouts change by appending fields, so a newer
+/// agent migrates an older one's entries by their common prefix.
 /// v2: REASON_STATS grew pass_standby; ServiceMeta grew per-slot lengths.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb/v2";
+/// v3: REASON_STATS grew pass_not_ours; OWN_MAC, SLOT_SUMS.
+#[cfg(not(feature = "layout-test"))]
+pub const LAYOUT_VERSION: u32 = 3;
+/// A build whose FlowValue has one more field, for the upgrade test.
+#[cfg(feature = "layout-test")]
+pub const LAYOUT_VERSION: u32 = 1003;
 /// The pinned XDP link, inside the pin directory.
 pub const LINK_PIN: &str = "link";
 

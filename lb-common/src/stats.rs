@@ -9,13 +9,17 @@ pub enum Reason {
     PassNotVip = 1,
     /// IPv4 fragment (MF set or offset != 0).
     PassFragment = 2,
-    /// A header does not fit in the frame.
+    /// A header, or the IP packet its length field announces, does not fit
+    /// in the frame.
     PassTruncated = 3,
     /// Neither TCP nor UDP.
     PassUnknownL4 = 4,
     /// IPv6 extension header after the fixed header.
     PassIpv6Ext = 5,
-    /// Header fields that contradict themselves (IHL < 5, version mismatch).
+    /// Header fields that contradict themselves or the frame: IHL < 5, a
+    /// version mismatch, an IPv4 total length or IPv6 payload length too
+    /// short for its headers, a TCP data offset below 5 or past the
+    /// segment, a UDP length below 8 or past the datagram.
     PassMalformed = 6,
     /// Forwarded to the backend the flow table remembered.
     FwdFlowHit = 7,
@@ -28,9 +32,13 @@ pub enum Reason {
     /// A VIP this balancer does not hold now (VRRP backup): left to the
     /// kernel, which does not own the address either.
     PassStandby = 11,
+    /// The frame's Ethernet destination is not this interface's MAC
+    /// (another host's unicast, broadcast, multicast): another machine's
+    /// to answer, so it is never balanced here.
+    PassNotOurs = 12,
 }
 
-pub const REASON_COUNT: u32 = 12;
+pub const REASON_COUNT: u32 = 13;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -46,6 +54,7 @@ impl Reason {
         Reason::DropNoBackend,
         Reason::DropNoRoute,
         Reason::PassStandby,
+        Reason::PassNotOurs,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -62,6 +71,7 @@ impl Reason {
             Reason::DropNoBackend => "drop_no_backend",
             Reason::DropNoRoute => "drop_no_route",
             Reason::PassStandby => "pass_standby",
+            Reason::PassNotOurs => "pass_not_ours",
         }
     }
 }

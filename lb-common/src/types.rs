@@ -94,6 +94,19 @@ pub struct FlowValue {
     pub service: u32,
     pub flags: u32,
     pub _pad: u32,
+    /// The layout change the upgrade test migrates across.
+    #[cfg(feature = "layout-test")]
+    pub _layout_test: u64,
+}
+
+/// `OWN_MAC`'s value: the MAC frames must be sent to, to be balanced.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct OwnMac {
+    pub mac: [u8; 6],
+    /// 1 once the agent has written it.
+    pub set: u8,
+    pub _pad: u8,
 }
 
 #[repr(C)]
@@ -150,6 +163,7 @@ mod user {
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for AgentStats {}
+    unsafe impl aya::Pod for OwnMac {}
 }
 
 #[cfg(test)]
@@ -163,7 +177,9 @@ mod tests {
         assert_eq!(size_of::<ServiceKey>(), 20);
         assert_eq!(size_of::<ServiceMeta>(), 32);
         assert_eq!(size_of::<FlowKey>(), 40);
+        #[cfg(not(feature = "layout-test"))]
         assert_eq!(size_of::<FlowValue>(), 16);
+        assert_eq!(size_of::<OwnMac>(), 8);
         assert_eq!(size_of::<Backend>(), 48);
         assert_eq!(size_of::<Counter>(), 16);
     }

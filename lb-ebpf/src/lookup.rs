@@ -5,7 +5,17 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lb_common::{Backend, FLOW_CLOSING, FlowKey, FlowValue, ServiceKey, ServiceMeta};
 
-use crate::maps::{ACTIVE, BACKENDS, FLOWS, SERVICES};
+use crate::maps::{ACTIVE, BACKENDS, FLOWS, OWN_MAC, SERVICES};
+
+/// Whether `dst` is this interface's own MAC. Until the agent has written
+/// it, nothing is ours: frames pass to the kernel untouched.
+#[inline(always)]
+pub fn ours(dst: &[u8; 6]) -> bool {
+    match OWN_MAC.get(0) {
+        Some(m) => m.set != 0 && m.mac == *dst,
+        None => false,
+    }
+}
 
 /// The service for (dst, dport, proto), else the VIP's all-ports service.
 #[inline(always)]
@@ -79,7 +89,7 @@ pub fn remember(key: &FlowKey, svc: &ServiceMeta, id: u32, closing: bool) {
         backend: id,
         service: svc.id,
         flags: if closing { FLOW_CLOSING } else { 0 },
-        _pad: 0,
+        ..Default::default()
     };
     // A full LRU evicts the oldest flow; failure here only costs a re-hash later.
     if FLOWS.insert(key, v, 0).is_ok() && !closing {

@@ -14,6 +14,7 @@ mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{NO_BACKEND, Reason, SERVICE_STANDBY};
+use network_types::eth::EthHdr;
 
 use crate::maps::TABLES;
 
@@ -34,6 +35,11 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_lb(ctx: &XdpContext) -> Result<u32, (Reason, u32)> {
     const PASS: u32 = xdp_action::XDP_PASS;
+    let eth: *const EthHdr = parse::ptr_at(ctx, 0).map_err(|r| (r, PASS))?;
+    // SAFETY: ptr_at checked the bounds.
+    if !lookup::ours(unsafe { &(*eth).dst_addr }) {
+        return Err((Reason::PassNotOurs, PASS));
+    }
     let p = parse::parse(ctx).map_err(|r| (r, PASS))?;
     let svc = lookup::service(&p.key).ok_or((Reason::PassNotVip, PASS))?;
     if svc.flags & SERVICE_STANDBY != 0 {
@@ -78,8 +84,7 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
 }
 
 /// Never loaded: it names the user-space-only maps (HEALTH, VRRP,
-/// AGENT_STATS) so the
-/// linker keeps them in the object, where the loader creates and pins them
+/// AGENT_STATS, SLOT_SUMS) so the linker keeps them in the object, where the loader creates and pins them
 /// with the others.
 #[xdp]
 pub fn keep_user_maps(_ctx: XdpContext) -> u32 {
@@ -87,8 +92,9 @@ pub fn keep_user_maps(_ctx: XdpContext) -> u32 {
         maps::HEALTH.get(0),
         maps::VRRP.get(0),
         maps::AGENT_STATS.get(0),
+        maps::SLOT_SUMS.get(0),
     ) {
-        (Some(_), Some(_), Some(_)) => xdp_action::XDP_PASS,
+        (Some(_), Some(_), Some(_), Some(_)) => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_ABORTED,
     }
 }

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    AgentStats, Backend, BackendHealth, Counter, FlowKey, FlowValue, ServiceKey, ServiceMeta,
-    VrrpStatus,
+    AgentStats, Backend, BackendHealth, Counter, FlowKey, FlowValue, OwnMac, ServiceKey,
+    ServiceMeta, VrrpStatus,
     names::{DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_TABLE_SIZE},
     stats::REASON_COUNT,
     vrrp::MAX_VRRP,
@@ -53,6 +53,14 @@ pub static RR_STATE: PerCpuArray<u32> = PerCpuArray::pinned(DEFAULT_MAX_SERVICES
 // User space only: the agent's map-write counters.
 #[map]
 pub static AGENT_STATS: Array<AgentStats> = Array::pinned(1, 0);
+
+// User space only: table slot fingerprints.
+#[map]
+pub static SLOT_SUMS: Array<u64> = Array::pinned(DEFAULT_MAX_SERVICES * 2, 0);
+
+// The interface's own MAC: only frames sent to it are balanced.
+#[map]
+pub static OWN_MAC: Array<OwnMac> = Array::pinned(1, 0);
 
 // Active flows per backend id, shared by all CPUs (atomic adds): what
 // least-conn and shortest-response compare.

@@ -1,7 +1,9 @@
 //! Packet parsing shared by every program: Ethernet (one 802.1Q tag), IPv4
 //! (any IHL) or IPv6 (fixed header), then the TCP/UDP ports. Every read is
-//! bounds-checked against `data_end` first; anything odd is an `Err(reason)`
-//! and the caller passes the frame untouched.
+//! bounds-checked against `data_end` first, and every length field against
+//! the headers it must hold and the frame (IPv4 total length, IPv6 payload
+//! length, TCP data offset, UDP length; trailing padding is fine). Anything
+//! odd is an `Err(reason)` and the caller passes the frame untouched.
 
 use core::mem::size_of;
 
@@ -20,6 +22,10 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 /// IPv4 flags+offset: MF bit and the 13-bit fragment offset.
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+/// RFC 9293 §3.1: the data offset counts 32-bit words, 5 (no options) to 15.
+const TCP_DOFF_MIN: usize = 5;
+/// Byte of the TCP header whose high nibble is the data offset.
+const TCP_DOFF_BYTE: usize = 12;
 
 // IPv6 extension headers (RFC 8200 section 4, IANA "IPv6 Extension Header Types").
 const IPV6_EXT_HEADERS: [u8; 9] = [0, 43, 44, 50, 51, 60, 135, 139, 140];
@@ -56,16 +62,26 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
         ether_type = u16::from_be(unsafe { (*vlan).ether_type });
         l3_off += VlanHdr::LEN;
     }
+    let frame_len = ctx.data_end() - ctx.data();
     let mut key = FlowKey::default();
-    let (proto, l4_off) = match ether_type {
-        ETH_P_IP => ipv4(ctx, l3_off, &mut key)?,
-        ETH_P_IPV6 => ipv6(ctx, l3_off, &mut key)?,
+    // The L4 segment: where it starts and how long the IP header says it is.
+    let (proto, l4_off, l4_len) = match ether_type {
+        ETH_P_IP => ipv4(ctx, l3_off, frame_len, &mut key)?,
+        ETH_P_IPV6 => ipv6(ctx, l3_off, frame_len, &mut key)?,
         _ => return Err(Reason::PassNotIp),
     };
     key.proto = proto;
     let (opening, closing) = match proto {
         PROTO_TCP => {
+            if l4_len < TcpHdr::LEN {
+                return Err(Reason::PassMalformed);
+            }
             let tcp: *const TcpHdr = ptr_at(ctx, l4_off)?;
+            // SAFETY: ptr_at checked the bounds of the whole header.
+            let doff = (unsafe { *(tcp as *const u8).add(TCP_DOFF_BYTE) } >> 4) as usize;
+            if doff < TCP_DOFF_MIN || doff * 4 > l4_len {
+                return Err(Reason::PassMalformed);
+            }
             unsafe {
                 key.sport = u16::from_be_bytes((*tcp).source);
                 key.dport = u16::from_be_bytes((*tcp).dest);
@@ -76,7 +92,15 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
             }
         }
         PROTO_UDP => {
+            if l4_len < UdpHdr::LEN {
+                return Err(Reason::PassMalformed);
+            }
             let udp: *const UdpHdr = ptr_at(ctx, l4_off)?;
+            // SAFETY: ptr_at checked the bounds.
+            let ulen = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
+            if ulen < UdpHdr::LEN || ulen > l4_len {
+                return Err(Reason::PassMalformed);
+            }
             unsafe {
                 key.sport = u16::from_be_bytes((*udp).src);
                 key.dport = u16::from_be_bytes((*udp).dst);
@@ -93,14 +117,30 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
     })
 }
 
+/// (protocol, L4 offset, L4 length) of an IPv4 packet at `off`.
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(u8, usize), Reason> {
+fn ipv4(
+    ctx: &XdpContext,
+    off: usize,
+    frame_len: usize,
+    key: &mut FlowKey,
+) -> Result<(u8, usize, usize), Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
-    let (vihl, frags, proto) =
-        unsafe { ((*ip).vihl, u16::from_be_bytes((*ip).frags), (*ip).proto) };
+    // SAFETY: ptr_at checked the bounds.
+    let (vihl, total, frags, proto) = unsafe {
+        (
+            (*ip).vihl,
+            u16::from_be_bytes((*ip).tot_len) as usize,
+            u16::from_be_bytes((*ip).frags),
+            (*ip).proto,
+        )
+    };
     let ihl = (vihl & 0x0f) as usize;
-    if vihl >> 4 != 4 || ihl < 5 {
+    if vihl >> 4 != 4 || ihl < 5 || total < ihl * 4 {
         return Err(Reason::PassMalformed);
+    }
+    if off + total > frame_len {
+        return Err(Reason::PassTruncated);
     }
     if frags & IP_MF_OFFSET_MASK != 0 {
         return Err(Reason::PassFragment);
@@ -111,15 +151,31 @@ fn ipv4(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(u8, usize), 
     }
     key.family = FAMILY_V4;
     // ihl <= 15, so the L4 offset stays bounded for the verifier.
-    Ok((proto, off + ihl * 4))
+    Ok((proto, off + ihl * 4, total - ihl * 4))
 }
 
+/// (next header, L4 offset, L4 length) of an IPv6 packet at `off`.
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(u8, usize), Reason> {
+fn ipv6(
+    ctx: &XdpContext,
+    off: usize,
+    frame_len: usize,
+    key: &mut FlowKey,
+) -> Result<(u8, usize, usize), Reason> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
-    let (vcf0, next) = unsafe { ((*ip).vcf[0], (*ip).next_hdr) };
+    // SAFETY: ptr_at checked the bounds.
+    let (vcf0, payload, next) = unsafe {
+        (
+            (*ip).vcf[0],
+            u16::from_be_bytes((*ip).payload_len) as usize,
+            (*ip).next_hdr,
+        )
+    };
     if vcf0 >> 4 != 6 {
         return Err(Reason::PassMalformed);
+    }
+    if off + Ipv6Hdr::LEN + payload > frame_len {
+        return Err(Reason::PassTruncated);
     }
     if IPV6_EXT_HEADERS.contains(&next) {
         return Err(Reason::PassIpv6Ext);
@@ -129,5 +185,5 @@ fn ipv6(ctx: &XdpContext, off: usize, key: &mut FlowKey) -> Result<(u8, usize), 
         key.dst = (*ip).dst_addr;
     }
     key.family = FAMILY_V6;
-    Ok((next, off + Ipv6Hdr::LEN))
+    Ok((next, off + Ipv6Hdr::LEN, payload))
 }

@@ -61,7 +61,9 @@ impl Harness {
         ] {
             loader::program(&mut ebpf, p).with_context(|| format!("verifying {p}"))?;
         }
-        let dp = Writer::new(&mut ebpf, sizes)?;
+        let mut dp = Writer::new(&mut ebpf, sizes)?;
+        // Test frames are sent to the balancer's MAC.
+        dp.write_own_mac(crate::frame::LB_MAC)?;
         Ok(Self {
             ebpf,
             dp,

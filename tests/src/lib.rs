@@ -4,6 +4,7 @@
 
 pub mod bpf;
 pub mod frame;
+pub mod held;
 pub mod http;
 pub mod keepalived;
 pub mod lab;

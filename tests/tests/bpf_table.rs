@@ -149,12 +149,117 @@ fn cases() -> Vec<Case> {
         reason: Reason::PassNotVip,
     });
     v.push(Case {
-        what: "ARP request",
+        what: "ARP request (broadcast)",
         input: frame::arp_request(),
+        verdict: XDP_PASS,
+        output: None,
+        reason: Reason::PassNotOurs,
+    });
+    let mut arp_to_us = frame::arp_request();
+    arp_to_us[..6].copy_from_slice(&LB_MAC);
+    v.push(Case {
+        what: "ARP sent to our MAC",
+        input: arp_to_us,
         verdict: XDP_PASS,
         output: None,
         reason: Reason::PassNotIp,
     });
+    // Only frames sent to this interface's MAC are balanced.
+    for (what, dst) in [
+        ("VIP packet to another host's MAC", [0x02, 0, 0, 0, 0, 0x99]),
+        ("VIP packet to the broadcast MAC", [0xff; 6]),
+        ("VIP packet to a multicast MAC", [0x01, 0, 0x5e, 0, 0, 0x12]),
+    ] {
+        let mut f = syn.build();
+        f[..6].copy_from_slice(&dst);
+        v.push(Case {
+            what,
+            input: f,
+            verdict: XDP_PASS,
+            output: None,
+            reason: Reason::PassNotOurs,
+        });
+    }
+    // Length fields that contradict the headers or the frame.
+    let set16 = |f: &[u8], at: usize, val: u16| {
+        let mut f = f.to_vec();
+        f[at..at + 2].copy_from_slice(&val.to_be_bytes());
+        f
+    };
+    let syn_b = syn.build();
+    let udp_b = Frame::udp("198.51.100.2", 5353, "203.0.113.10", 53).build();
+    let v6_b = Frame::tcp("2001:db8:1::2", 40000, "2001:db8:f::10", 80).build();
+    let mut doff4 = syn_b.clone();
+    doff4[46] = 0x40;
+    let mut doff15 = syn_b.clone();
+    doff15[46] = 0xf0;
+    for (what, input, reason) in [
+        (
+            "IPv4 total length below the header length",
+            set16(&syn_b, 16, 16),
+            Reason::PassMalformed,
+        ),
+        (
+            "IPv4 total length too short for the TCP header (ports after the packet)",
+            set16(&syn_b, 16, 30),
+            Reason::PassMalformed,
+        ),
+        (
+            "IPv4 total length past the frame",
+            set16(&syn_b, 16, 41),
+            Reason::PassTruncated,
+        ),
+        (
+            "IPv6 payload length too short for the TCP header",
+            set16(&v6_b, 18, 10),
+            Reason::PassMalformed,
+        ),
+        (
+            "IPv6 payload length past the frame",
+            set16(&v6_b, 18, 21),
+            Reason::PassTruncated,
+        ),
+        ("TCP data offset 4", doff4, Reason::PassMalformed),
+        (
+            "TCP data offset 15 past the segment",
+            doff15,
+            Reason::PassMalformed,
+        ),
+        ("UDP length 7", set16(&udp_b, 38, 7), Reason::PassMalformed),
+        (
+            "UDP length past the datagram",
+            set16(&udp_b, 38, 14),
+            Reason::PassMalformed,
+        ),
+    ] {
+        v.push(Case {
+            what,
+            input,
+            verdict: XDP_PASS,
+            output: None,
+            reason,
+        });
+    }
+    // Ethernet's 60-byte minimum pads short packets; the padding is fine.
+    for (what, f, mac, sport) in [
+        ("TCP SYN padded to 60 bytes", &syn, M1, 40300),
+        (
+            "UDP padded to 60 bytes",
+            &Frame::udp("198.51.100.2", 5354, "203.0.113.10", 53),
+            M3,
+            5354,
+        ),
+    ] {
+        let mut padded = Frame { sport, ..f.clone() }.build();
+        padded.resize(60, 0);
+        v.push(Case {
+            what,
+            output: Some(forwarded(&padded, mac)),
+            input: padded,
+            verdict: XDP_TX,
+            reason: Reason::FwdFlowMiss,
+        });
+    }
     let icmp = Frame {
         proto: ICMP,
         ..syn.clone()

@@ -342,7 +342,8 @@ fn a_lab_and_its_agent_leave_nothing_behind() {
     let (mut lab, _) = lab::serving(LabSpec::default()).unwrap();
     let prefix = lab.prefix.clone();
     let pin_dir = lab.pin_dir("lb1");
-    assert!(pin_dir.join("FLOWS").exists() && pin_dir.join("link").exists());
+    let layout = lb_user::maps::loader::layout_dir(&pin_dir);
+    assert!(layout.join("FLOWS").exists() && layout.join("link").exists());
     // SIGTERM: the agent detaches and removes its own pins.
     lab.signal("lb1", libc::SIGTERM).unwrap();
     assert!(

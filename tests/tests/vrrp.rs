@@ -678,3 +678,121 @@ fn a_backup_does_not_forward_vip_traffic_until_it_is_master() {
     let answered = netns::in_ns(&l.ns("c"), || lb_tests::http::get(vip()).is_ok()).unwrap();
     assert!(answered);
 }
+
+/// Both balancers at 100 ms adverts, lb1 (150) master; lb1 runs with
+/// `lb1_args`.
+fn fast_pair(lb1_args: &[&str]) -> Lab {
+    let mut l = two_balancers();
+    let lb = lab::bin("LB_BIN", "lb").unwrap();
+    for (role, prio, args) in [("lb1", 150, lb1_args), ("lb2", 100, &[][..])] {
+        let cfg = l
+            .write_config(
+                role,
+                &format!(
+                    "{}{}",
+                    l.default_services(),
+                    Lab::vrrp_section(prio, "100ms", "")
+                ),
+            )
+            .unwrap();
+        l.start_agent_as(role, role, &lb, &cfg, args).unwrap();
+        if role == "lb1" {
+            wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
+        }
+    }
+    wait_state(&l, "lb2", "BACKUP", Duration::from_secs(10));
+    l
+}
+
+/// Packets lb1's data plane has forwarded (its pins outlive its agent).
+fn forwarded_by(l: &Lab, role: &str) -> u64 {
+    lb_user::maps::Pinned::open(&l.pin_dir(role))
+        .map(|p| p.reason(lb_common::Reason::FwdFlowHit) + p.reason(lb_common::Reason::FwdFlowMiss))
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_restarted_master_that_kept_its_vips_forwards_without_a_gap() {
+    let name = "a_restarted_master_that_kept_its_vips_forwards_without_a_gap";
+    if !require::lab(name, &[]) {
+        return;
+    }
+    let mut l = fast_pair(&[]);
+    let mut held = lb_tests::held::Held::open(&l.ns("c"), vip(), 20).unwrap();
+    let traffic = Traffic::start(
+        &l.ns("c"),
+        vip(),
+        Duration::from_millis(5),
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // A crash of the agent alone: its VIPs stay on the interface and its
+    // XDP program keeps forwarding.
+    l.signal("lb1", libc::SIGKILL).unwrap();
+    assert!(l.wait_exit("lb1", Duration::from_secs(5)));
+    restart_lb1(&mut l);
+    l.wait_log("lb1-again", "serving", Duration::from_secs(15))
+        .unwrap();
+    wait_state(&l, "lb1", "MASTER", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1000));
+    let samples = traffic.stop();
+    let failed = samples.iter().filter(|s| s.result.is_err()).count();
+    let (held_failed, held_moved, notes) = held.ask();
+    println!(
+        "restarted master: new connections {failed} failed of {}, longest silence {:?}; held {}/20 kept their backend",
+        samples.len(),
+        lb_tests::traffic::longest_silence(&samples),
+        20 - held_failed - held_moved
+    );
+    let log = l.log("lb1-again");
+    assert!(log.contains("resuming as master"), "{log}");
+    assert_eq!(failed, 0, "new connections failed across the restart");
+    assert_eq!((held_failed, held_moved), (0, 0), "{notes:?}");
+}
+
+#[test]
+fn a_restarted_higher_priority_node_takes_the_vip_back_within_master_down_interval() {
+    let name = "a_restarted_higher_priority_node_takes_the_vip_back_within_master_down_interval";
+    if !require::lab(name, &[]) {
+        return;
+    }
+    let mut l = fast_pair(&["--keep-pinned"]);
+    // lb1 hands over (priority 0) and stops, its pins kept; lb2 serves.
+    l.signal("lb1", libc::SIGTERM).unwrap();
+    assert!(l.wait_exit("lb1", Duration::from_secs(5)));
+    wait_state(&l, "lb2", "MASTER", Duration::from_secs(5));
+    let traffic = Traffic::start(
+        &l.ns("c"),
+        vip(),
+        Duration::from_millis(5),
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let before = forwarded_by(&l, "lb1");
+    let t0 = Instant::now();
+    restart_lb1(&mut l);
+    let back = loop {
+        if forwarded_by(&l, "lb1") > before {
+            break t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "lb1 never forwarded again; log:\n{}",
+            l.log("lb1-again")
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let samples = traffic.stop();
+    // lb1 at priority 150, 100 ms adverts: 3 x 100 ms + (106/256) x 100 ms.
+    let mdi = Duration::from_micros(341_406);
+    println!(
+        "preempt back: lb1 forwarding through the VIP {back:?} after its start; Master_Down_Interval {mdi:?}; new connections failed {} of {}",
+        samples.iter().filter(|s| s.result.is_err()).count(),
+        samples.len()
+    );
+    assert!(
+        back <= mdi + Duration::from_millis(100),
+        "lb1 took {back:?} (Master_Down_Interval {mdi:?}); log:\n{}",
+        l.log("lb1-again")
+    );
+}

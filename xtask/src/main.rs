@@ -50,6 +50,18 @@ enum Cmd {
     /// rustfmt check, then clippy (-D warnings) on the host crates and on
     /// the XDP program for the BPF target.
     Lint,
+    /// The XDP program against hostile frames (BPF_PROG_TEST_RUN): every
+    /// truncation and single-field mutation of valid VIP frames, then
+    /// random ones. `cargo xtask test` runs 200,000; this runs as many as
+    /// asked.
+    Fuzz {
+        /// Random frames to send.
+        #[arg(long, default_value_t = 5_000_000)]
+        frames: u64,
+        /// Seed of the frame generator (a failure prints the one it used).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// A lab that stays up in the background: up | down | status; sweep
     /// removes labs whose processes are all gone.
     Lab {
@@ -59,6 +71,9 @@ enum Cmd {
         prefix: Option<String>,
     },
 }
+
+/// Where the upgrade test's other-layout build of `lb` goes.
+const LAYOUT_TEST_DIR: &str = "target/layout-test";
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -95,6 +110,18 @@ fn main() -> Result<()> {
             setup::ensure()?;
             build(false)?;
             let bin = root.join("target/debug");
+            step("building lb with a changed map layout, for the upgrade test");
+            exec(Command::new("cargo").args([
+                "build",
+                "-p",
+                "lb-user",
+                "--bin",
+                "lb",
+                "--features",
+                "layout-test",
+                "--target-dir",
+                LAYOUT_TEST_DIR,
+            ]))?;
             step("removing labs left behind by killed runs, if any");
             exec(Command::new(bin.join("lab")).arg("sweep"))?;
             step("cargo test: unit, BPF (BPF_PROG_TEST_RUN) and namespace tests");
@@ -104,6 +131,7 @@ fn main() -> Result<()> {
                     .args(["test", "--workspace", "--exclude", "lb-ebpf"])
                     .args(&args)
                     .env("LB_BIN", bin.join("lb"))
+                    .env("LB_LAYOUT_BIN", root.join(LAYOUT_TEST_DIR).join("debug/lb"))
                     .env("LAB_BIN", bin.join("lab"))
                     .env("LAB_HTTP_BIN", bin.join("lab-http")),
             )
@@ -119,6 +147,27 @@ fn main() -> Result<()> {
                     .env("LB_BIN", bin.join("lb"))
                     .env("LAB_HTTP_BIN", bin.join("lab-http")),
             )
+        }
+        Cmd::Fuzz { frames, seed } => {
+            setup::ensure()?;
+            step(&format!(
+                "fuzzing the XDP program with {frames} random frames"
+            ));
+            let mut c = Command::new("cargo");
+            c.args([
+                "test",
+                "-p",
+                "lb-tests",
+                "--test",
+                "fuzz",
+                "--",
+                "--nocapture",
+            ])
+            .env("FUZZ_FRAMES", frames.to_string());
+            if let Some(s) = seed {
+                c.env("FUZZ_SEED", s.to_string());
+            }
+            exec(&mut c)
         }
         Cmd::Lint => {
             setup::ensure()?;
@@ -209,7 +258,6 @@ fn build(release: bool) -> Result<()> {
     exec(&mut c)
 }
 
-/// Run to completion; fail if it fails.
 /// Become `c` (exec): a signal sent to `cargo xtask run` (Ctrl-C, kill,
 /// the terminal hanging up) reaches the program that cleans up, not an
 /// xtask that would die and leave it behind.
@@ -219,6 +267,7 @@ fn replace(c: &mut Command) -> Result<()> {
     Err(e).with_context(|| format!("starting {c:?}"))
 }
 
+/// Run to completion; fail if it fails.
 pub fn exec(c: &mut Command) -> Result<()> {
     let status = c.status().with_context(|| format!("starting {c:?}"))?;
     if !status.success() {

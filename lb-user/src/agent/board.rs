@@ -56,6 +56,11 @@ impl Board {
         r.kind = kind(probe);
     }
 
+    /// Keep showing what a previous agent published for `key`.
+    pub fn adopt(&mut self, key: Key, record: BackendHealth) {
+        self.records.insert(key, record);
+    }
+
     /// Forget backends no longer configured.
     pub fn retain(&mut self, cfg: &Config) {
         let keys: std::collections::HashSet<Key> = cfg

@@ -4,6 +4,7 @@
 //! nothing), and on SIGINT/SIGTERM detaches and removes its pins unless told
 //! to keep them.
 
+pub mod adopt;
 pub mod board;
 pub mod neigh;
 pub mod vrrp;
@@ -15,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use lb_common::Scheduler;
+use lb_common::{SERVICE_STANDBY, Scheduler};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
@@ -24,7 +25,7 @@ use tokio::{
 use crate::{
     config::{Config, Probe},
     health::{Key, Report, Status, Supervisor},
-    maps::{Sizes, Writer, loader},
+    maps::{Pinned, Sizes, Writer, loader, migrate},
     plan::{self, DesiredService, Health, HostView},
     vrrp::instance::ToAgent,
 };
@@ -49,43 +50,37 @@ pub struct Options {
 }
 
 pub async fn run(opts: Options) -> Result<()> {
+    tracing::debug!(config = %opts.config.display(), "starting");
     let cfg = Config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pin_dir = cfg.agent.pin_dir.clone();
-    let sizes = Sizes::from(&cfg.agent);
-    let mut bpf = loader::load(&pin_dir, sizes).context("loading the XDP program")?;
-    let (link, how) = loader::attach(&mut bpf, &cfg.agent.interface, cfg.agent.xdp_mode, &pin_dir)
-        .with_context(|| format!("attaching XDP to {}", cfg.agent.interface))?;
-    tracing::info!(interface = %cfg.agent.interface, mode = ?how, pin_dir = %pin_dir.display(), "XDP program attached");
-    let dp = Writer::new(&mut bpf, sizes)?;
     let net = Net::new().context("opening rtnetlink")?;
-    let (tx, mut reports) = mpsc::channel(REPORT_QUEUE);
+    let older = migrate::older(&pin_dir);
+    // VRRP first: its Master_Down_Interval runs while the program loads
+    // and the first sync builds the tables, so a restarted node is back
+    // as soon as keepalived would be. An instance that becomes master
+    // waits for the loop below to switch its VIPs on before it announces
+    // them; one resumed as master (it still holds its VIPs, and the pinned
+    // maps forward them) never stops forwarding.
+    let pins = Pinned::open(&loader::layout_dir(&pin_dir))
+        .or_else(|e| older.as_deref().map_or(Err(e), Pinned::open))
+        .ok();
+    let resume = resumable(&cfg, pins.as_ref(), vrrp::held(&net, &cfg).await);
+    drop(pins);
     let (down_tx, down_rx) = watch::channel(BTreeSet::new());
-    let mut a = Agent {
-        cfg,
-        dp,
-        net,
-        host: HostView::default(),
-        last: Vec::new(),
-        checks: Supervisor::new(tx),
-        board: Board::default(),
-        down_services: down_tx,
-        rtt_ewma: Default::default(),
-        resolved: false,
-        changed_at: Instant::now(),
-        last_refresh: Instant::now(),
-    };
-    a.start_checks(None);
-    a.refresh_host().await;
-    a.sync();
     let (vrrp_tx, mut from_vrrp) = mpsc::unbounded_channel();
-    let vrrp = match vrrp::start(&a.net, &a.cfg, down_rx, vrrp_tx).await {
-        Ok(v) => v,
+    let vrrp = vrrp::start(&net, &cfg, &resume, down_rx, vrrp_tx)
+        .await
+        .context("starting VRRP")?;
+    let (tx, mut reports) = mpsc::channel(REPORT_QUEUE);
+    let (mut a, link) = match start_data_plane(cfg, net, older.as_deref(), tx, down_tx).await {
+        Ok(started) => started,
         Err(e) => {
-            drop(a);
-            teardown(link, &pin_dir, opts.keep_pinned, "");
-            return Err(e.context("starting VRRP"));
+            vrrp::stop(vrrp).await;
+            return Err(e);
         }
     };
+    a.host.vrrp_master.extend(resume.iter().copied());
+    a.sync();
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -131,6 +126,100 @@ pub async fn run(opts: Options) -> Result<()> {
     Ok(())
 }
 
+/// Load the program (migrating an older layout's state), attach it, and
+/// make the agent that owns its maps, carrying on from what they hold.
+async fn start_data_plane(
+    cfg: Config,
+    net: Net,
+    older: Option<&Path>,
+    reports: mpsc::Sender<Report>,
+    down_services: watch::Sender<BTreeSet<String>>,
+) -> Result<(Agent, aya::programs::links::PinnedLink)> {
+    // Loading, verifying and migrating block: off the runtime's workers,
+    // so VRRP's timers keep running meanwhile.
+    let (dp, link) = tokio::task::block_in_place(|| load_and_attach(&cfg, older))?;
+    let mut a = Agent {
+        cfg,
+        dp,
+        net,
+        host: HostView::default(),
+        last: Vec::new(),
+        checks: Supervisor::new(reports),
+        board: Board::default(),
+        down_services,
+        rtt_ewma: Default::default(),
+        resolved: false,
+        changed_at: Instant::now(),
+        last_refresh: Instant::now(),
+    };
+    a.adopt();
+    a.start_checks(None);
+    a.refresh_host().await;
+    Ok((a, link))
+}
+
+/// Load the program with its maps (copying an older layout's state into
+/// them), attach it through the pinned link, and take the maps.
+fn load_and_attach(
+    cfg: &Config,
+    older: Option<&Path>,
+) -> Result<(Writer, aya::programs::links::PinnedLink)> {
+    let pin_dir = &cfg.agent.pin_dir;
+    let sizes = Sizes::from(&cfg.agent);
+    let mut bpf = loader::load(pin_dir, sizes).context("loading the XDP program")?;
+    tracing::debug!("XDP object loaded, maps pinned");
+    let ours = loader::layout_dir(pin_dir);
+    if let Some(old) = older {
+        // An upgrade across a layout change: the new maps get the state
+        // before the new program sees a packet.
+        let c = migrate::copy(old, &ours)
+            .with_context(|| format!("migrating the maps of {}", old.display()))?;
+        tracing::info!(from = %old.display(), to = %ours.display(), services = c.services, flows = c.flows, table_entries = c.table_entries, entries = c.array_entries, "migrated the previous layout's maps");
+    }
+    let (link, how) = loader::attach(
+        &mut bpf,
+        &cfg.agent.interface,
+        cfg.agent.xdp_mode,
+        pin_dir,
+        older,
+    )
+    .with_context(|| format!("attaching XDP to {}", cfg.agent.interface))?;
+    tracing::info!(interface = %cfg.agent.interface, mode = ?how, pin_dir = %ours.display(), "XDP program attached");
+    if let Some(old) = older {
+        // Flows the old program placed between the copy and the swap.
+        let late = migrate::copy_new_flows(old, &ours).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "copying the last flows of the previous layout failed");
+            0
+        });
+        loader::unpin_dir(old);
+        tracing::info!(late_flows = late, "previous layout's pins removed");
+    }
+    let dp = Writer::new(&mut bpf, sizes)?;
+    Ok((dp, link))
+}
+
+/// Of the instances whose VIPs are on their interface (`held`), those whose
+/// services the pinned maps still forward (not standby): a previous agent
+/// was master here and did not hand over.
+fn resumable(cfg: &Config, pins: Option<&Pinned>, held: BTreeSet<usize>) -> BTreeSet<usize> {
+    let Some(services) = pins.and_then(|p| p.services().ok()) else {
+        return BTreeSet::new();
+    };
+    held.into_iter()
+        .filter(|&i| {
+            let vips: Vec<_> = cfg.vrrp[i].vips.iter().map(|v| v.addr).collect();
+            cfg.services
+                .iter()
+                .filter(|s| vips.contains(&s.vip))
+                .all(|s| {
+                    services
+                        .iter()
+                        .any(|(k, m)| *k == s.key() && m.flags & SERVICE_STANDBY == 0)
+                })
+        })
+        .collect()
+}
+
 /// Detach and unpin, unless told to keep both.
 fn teardown(link: aya::programs::links::PinnedLink, pin_dir: &Path, keep: bool, interface: &str) {
     if keep {
@@ -172,6 +261,25 @@ struct Agent {
 }
 
 impl Agent {
+    /// Start from what the maps hold (see adopt.rs).
+    fn adopt(&mut self) {
+        let seed = adopt::seed(&self.cfg, &self.dp.adopted(), Instant::now());
+        if seed.records.is_empty() && seed.macs.is_empty() {
+            return;
+        }
+        tracing::info!(
+            checked = seed.health.len(),
+            macs = seed.macs.len(),
+            "carrying on from the previous agent's health verdicts and MACs"
+        );
+        self.host.health.extend(seed.health);
+        self.host.added.extend(seed.added);
+        self.host.macs.extend(seed.macs);
+        for (k, r) in seed.records {
+            self.board.adopt(k, r);
+        }
+    }
+
     fn next_refresh(&self) -> Instant {
         let fast = !self.resolved && self.changed_at.elapsed() < FAST_WINDOW;
         self.last_refresh + if fast { REFRESH_FAST } else { REFRESH }
@@ -371,6 +479,12 @@ impl Agent {
     }
 
     fn sync(&mut self) {
+        // Map writes block; the runtime's other tasks (VRRP) move to
+        // another worker meanwhile.
+        tokio::task::block_in_place(|| self.sync_maps());
+    }
+
+    fn sync_maps(&mut self) {
         let desired = plan::desired(&self.cfg, &self.host, Instant::now());
         // Health first: whoever sees a backend's new state in the maps also
         // sees why (a table rewrite can take a while).
@@ -387,6 +501,11 @@ impl Agent {
         }
         self.board.weigh(&self.cfg, &self.last);
         self.publish_health();
+        if let Some(l) = self.host.links.get(&self.cfg.agent.interface)
+            && let Err(e) = self.dp.write_own_mac(l.mac)
+        {
+            tracing::warn!(error = %e, "writing the interface's MAC failed");
+        }
         let down: BTreeSet<String> = self
             .last
             .iter()

@@ -36,9 +36,30 @@ async fn primary_address(net: &Net, ifindex: u32, v6: bool, vips: &[IpAddr]) -> 
         })
 }
 
+/// Instances (by config index) whose VIPs are all on their interface: a
+/// previous agent was master here and did not hand over.
+pub async fn held(net: &Net, cfg: &Config) -> BTreeSet<usize> {
+    let mut held = BTreeSet::new();
+    for (i, v) in cfg.vrrp.iter().enumerate() {
+        let Ok(link) = net.link(&v.interface).await else {
+            continue;
+        };
+        let Ok(addrs) = net.addresses(link.ifindex).await else {
+            continue;
+        };
+        if !v.vips.is_empty() && v.vips.iter().all(|x| addrs.contains(&x.addr)) {
+            held.insert(i);
+        }
+    }
+    held
+}
+
+/// Start every instance; those in `resume` start as master (see
+/// `Event::Resume`), the others drop VIPs a previous run left behind.
 pub async fn start(
     net: &Net,
     cfg: &Config,
+    resume: &BTreeSet<usize>,
     down: watch::Receiver<BTreeSet<String>>,
     agent: AgentTx,
 ) -> Result<Running> {
@@ -52,9 +73,12 @@ pub async fn start(
         let primary = primary_address(net, link.ifindex, v.family_v6(), &vips)
             .await
             .with_context(|| format!("VRRP instance {} on {}", v.name, v.interface))?;
-        // Addresses a previous run left behind would make two masters.
-        for vip in &v.vips {
-            let _ = crate::vrrp::addrs::remove(&net.handle(), link.ifindex, *vip).await;
+        let resume = resume.contains(&slot);
+        if !resume {
+            // Addresses a previous run left behind would make two masters.
+            for vip in &v.vips {
+                let _ = crate::vrrp::addrs::remove(&net.handle(), link.ifindex, *vip).await;
+            }
         }
         let mut paths = Vec::new();
         for p in &v.heartbeat_paths {
@@ -71,6 +95,7 @@ pub async fn start(
             mac: link.mac,
             primary,
             paths,
+            resume,
         };
         let inst = open_when_ready(setup, net, &agent)
             .await

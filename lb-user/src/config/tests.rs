@@ -52,7 +52,7 @@ fn good_config_parses_with_defaults() {
     assert_eq!(c.agent.interface, "eth0");
     assert_eq!(c.agent.table_size, 65537);
     assert_eq!(c.agent.flow_table_size, 1_048_576);
-    assert_eq!(c.agent.pin_dir, Path::new("/sys/fs/bpf/lb/v2"));
+    assert_eq!(c.agent.pin_dir, Path::new("/sys/fs/bpf/lb"));
     assert_eq!(c.services.len(), 2);
     assert_eq!(c.services[0].name(), "203.0.113.10:80/tcp");
     assert_eq!(c.services[0].backends[1].weight, 2);

@@ -1,6 +1,7 @@
-//! The embedded XDP object: loading it with the config's map sizes and pins,
-//! attaching it (re-using a pinned link so a restart never unhooks the
-//! interface), and removing the pins.
+//! The embedded XDP object: loading it with the config's map sizes and pins
+//! (in the pin directory's `v{LAYOUT_VERSION}`), attaching it (re-using a
+//! pinned link, also an older layout's, so a restart or an upgrade never
+//! unhooks the interface), and removing the pins.
 
 use std::{
     io,
@@ -16,7 +17,7 @@ use aya::{
     },
 };
 use lb_common::{
-    names::{self, LINK_PIN},
+    names::{self, LAYOUT_VERSION, LINK_PIN},
     stats::REASON_COUNT,
 };
 use thiserror::Error;
@@ -61,9 +62,16 @@ impl From<&crate::config::Agent> for Sizes {
     }
 }
 
-/// Load the object with its maps pinned in (and re-used from) `pin_dir`.
+/// Where this build's maps are pinned under the configured `pin_dir`.
+pub fn layout_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join(format!("v{LAYOUT_VERSION}"))
+}
+
+/// Load the object with its maps pinned in (and re-used from) `pin_dir`'s
+/// layout directory.
 pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, EbpfError> {
     ensure_bpffs(pin_dir)?;
+    let pin_dir = &layout_dir(pin_dir);
     std::fs::create_dir_all(pin_dir).map_err(|source| EbpfError::Pin {
         path: pin_dir.into(),
         source,
@@ -79,6 +87,7 @@ pub fn load(pin_dir: &Path, sizes: Sizes) -> Result<Ebpf, EbpfError> {
         .map_max_entries(names::ACTIVE, sizes.max_backends)
         .map_max_entries(names::SERVICE_STATS, sizes.max_services)
         .map_max_entries(names::RR_STATE, sizes.max_services)
+        .map_max_entries(names::SLOT_SUMS, sizes.max_services * 2)
         .map_max_entries(names::BACKEND_STATS, sizes.max_backends)
         .map_max_entries(names::REASON_STATS, REASON_COUNT)
         .load(OBJECT)?;
@@ -104,6 +113,9 @@ pub fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp
 /// How the program ended up attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attached {
+    /// The pinned link already runs this very program (a restart of the
+    /// same build): nothing to load, verify or swap.
+    Kept,
     /// An existing pinned link now runs the new program.
     Replaced,
     Native,
@@ -111,43 +123,89 @@ pub enum Attached {
 }
 
 /// Attach `lb_xdp` to `ifindex` and pin the link, or swap the program inside
-/// an already pinned link. Returns the pinned link (dropping it leaves the
-/// pin, and the program, in place).
+/// an already pinned link: this layout's, else `older`'s (an upgrade; the
+/// link then moves to this layout's directory). The swap is one
+/// bpf_link_update: no packet meets an interface without the program.
+/// Returns the pinned link (dropping it leaves the pin, and the program, in
+/// place).
 pub fn attach(
     ebpf: &mut Ebpf,
     interface: &str,
     mode: crate::config::XdpMode,
     pin_dir: &Path,
+    older: Option<&Path>,
 ) -> Result<(PinnedLink, Attached), EbpfError> {
     use crate::config::XdpMode as M;
-    let link_path = pin_dir.join(LINK_PIN);
-    let prog = program(ebpf, names::PROG_LB)?;
+    let link_path = layout_dir(pin_dir).join(LINK_PIN);
+    if !link_path.exists()
+        && let Some(old) = older.map(|o| o.join(LINK_PIN)).filter(|o| o.exists())
+    {
+        // The pin is a name for the same link: move the name.
+        std::fs::rename(&old, &link_path).map_err(|source| EbpfError::Pin {
+            path: old.clone(),
+            source,
+        })?;
+    }
     let link_err = |message: String| EbpfError::Link {
         path: link_path.clone(),
         message,
     };
-    if link_path.exists() {
+    let prog_path = program_pin(pin_dir);
+    if link_path.exists() && prog_path.exists() {
+        // We pinned this program when we attached it; the verifier's work
+        // (a few hundred ms) need not be done again.
+        let pinned = PinnedLink::from_pin(&link_path).map_err(|e| link_err(e.to_string()))?;
+        return Ok((pinned, Attached::Kept));
+    }
+    let prog = program(ebpf, names::PROG_LB)?;
+    let (link, how) = if link_path.exists() {
         let pinned = PinnedLink::from_pin(&link_path).map_err(|e| link_err(e.to_string()))?;
         let xdp_link =
             XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_err(e.to_string()))?;
         let id = prog
             .attach_to_link(xdp_link)
             .map_err(|e| EbpfError::Program(names::PROG_LB, e))?;
-        return Ok((pin_link(prog, id, &link_path, true)?, Attached::Replaced));
-    }
-    let (id, how) = match mode {
-        M::Generic => (prog.attach(interface, XdpMode::Skb), Attached::Generic),
-        M::Native => (prog.attach(interface, XdpMode::Driver), Attached::Native),
-        M::Auto => match prog.attach(interface, XdpMode::Driver) {
-            Ok(id) => (Ok(id), Attached::Native),
-            Err(e) => {
-                tracing::warn!(%interface, error = %e, "native XDP attach failed; falling back to generic (skb) mode");
-                (prog.attach(interface, XdpMode::Skb), Attached::Generic)
-            }
-        },
+        (pin_link(prog, id, &link_path, true)?, Attached::Replaced)
+    } else {
+        let (id, how) = match mode {
+            M::Generic => (prog.attach(interface, XdpMode::Skb), Attached::Generic),
+            M::Native => (prog.attach(interface, XdpMode::Driver), Attached::Native),
+            M::Auto => match prog.attach(interface, XdpMode::Driver) {
+                Ok(id) => (Ok(id), Attached::Native),
+                Err(e) => {
+                    tracing::warn!(%interface, error = %e, "native XDP attach failed; falling back to generic (skb) mode");
+                    (prog.attach(interface, XdpMode::Skb), Attached::Generic)
+                }
+            },
+        };
+        let id = id.map_err(|e| EbpfError::Program(names::PROG_LB, e))?;
+        (pin_link(prog, id, &link_path, false)?, how)
     };
-    let id = id.map_err(|e| EbpfError::Program(names::PROG_LB, e))?;
-    Ok((pin_link(prog, id, &link_path, false)?, how))
+    // Name the program the link now runs, for the next restart.
+    remove_program_pins(&layout_dir(pin_dir));
+    prog.pin(&prog_path).map_err(|e| EbpfError::Link {
+        path: prog_path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok((link, how))
+}
+
+/// Where the running program is pinned: its name carries a hash of the
+/// embedded object, so another build never mistakes it for its own.
+fn program_pin(pin_dir: &Path) -> PathBuf {
+    let id = lb_common::hash::bytes_hash(OBJECT, 0);
+    layout_dir(pin_dir).join(format!("{PROG_PIN_PREFIX}{id:016x}"))
+}
+
+/// Pinned programs are named `prog-HASH`.
+const PROG_PIN_PREFIX: &str = "prog-";
+
+fn remove_program_pins(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(PROG_PIN_PREFIX) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 fn pin_link(
@@ -173,17 +231,40 @@ fn pin_link(
     })
 }
 
-/// Remove every pin the agent made in `pin_dir`, and the directory if empty.
-/// Detaches the program once the last link fd is closed.
-pub fn unpin_all(pin_dir: &Path) {
+/// Remove the pins of one layout directory, and the directory if empty.
+pub fn unpin_dir(dir: &Path) {
     for name in names::ALL_MAPS.iter().chain([&LINK_PIN]) {
-        let _ = std::fs::remove_file(pin_dir.join(name));
+        let _ = std::fs::remove_file(dir.join(name));
     }
-    let _ = std::fs::remove_dir(pin_dir);
-    // The versioned layout leaves a parent (e.g. /sys/fs/bpf/lb); tidy it if empty.
-    if let Some(parent) = pin_dir.parent() {
-        let _ = std::fs::remove_dir(parent);
+    remove_program_pins(dir);
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Remove every pin the agent made under `pin_dir`, of every layout
+/// version, and the directory if empty. Detaches the program once the last
+/// link fd is closed.
+pub fn unpin_all(pin_dir: &Path) {
+    for d in layout_dirs(pin_dir) {
+        unpin_dir(&d);
     }
+    // Pins of the layout before versioned subdirectories lay in pin_dir itself.
+    unpin_dir(pin_dir);
+}
+
+/// The `v*` layout directories under `pin_dir`, any version.
+pub fn layout_dirs(pin_dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(pin_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.strip_prefix('v')
+                .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Mount bpffs at /sys/fs/bpf when the pin directory lies under it and no

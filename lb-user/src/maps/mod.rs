@@ -3,6 +3,7 @@
 //! read-only pinned access for `lb show`.
 
 pub mod loader;
+pub mod migrate;
 pub mod pinned;
 pub mod writer;
 

@@ -56,7 +56,15 @@ fn sum(c: impl IntoIterator<Item = Counter>) -> Counter {
 }
 
 impl Pinned {
+    /// The pins under an agent's `pin_dir` (this layout's directory), or
+    /// in `dir` itself when it is a layout directory.
     pub fn open(dir: &Path) -> Result<Self> {
+        let layout = super::loader::layout_dir(dir);
+        let dir = if layout.join(names::SERVICES).exists() {
+            &layout
+        } else {
+            dir
+        };
         Ok(Self {
             services: open(dir, names::SERVICES)?,
             backends: open(dir, names::BACKENDS)?,

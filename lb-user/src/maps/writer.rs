@@ -13,7 +13,7 @@ use std::{
 use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError};
 use lb_common::{
     AgentStats, BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth,
-    SERVICE_STANDBY, ServiceKey, ServiceMeta, VrrpStatus, names, vrrp::MAX_VRRP,
+    OwnMac, SERVICE_STANDBY, ServiceKey, ServiceMeta, VrrpStatus, names, vrrp::MAX_VRRP,
 };
 use thiserror::Error;
 
@@ -78,6 +78,9 @@ struct SvcState {
     meta: ServiceMeta,
     /// What each table slot holds, when known (unknown after a restart).
     slots: [Option<Vec<u32>>; 2],
+    /// Each slot's fingerprint (slot_sum), when known: written with the
+    /// slot, adopted after a restart.
+    sums: [Option<u64>; 2],
     backends: BTreeMap<IpAddr, (u32, Backend)>,
 }
 
@@ -89,6 +92,8 @@ pub struct Writer {
     health_map: Array<MapData, BackendHealth>,
     vrrp_map: Array<MapData, VrrpStatus>,
     agent_stats: Array<MapData, AgentStats>,
+    own_mac: Array<MapData, OwnMac>,
+    slot_sums: Array<MapData, u64>,
     sizes: Sizes,
     services: BTreeMap<ServiceKey, SvcState>,
     service_ids: IdPool,
@@ -121,6 +126,8 @@ impl Writer {
             health_map: take(ebpf, names::HEALTH)?,
             vrrp_map: take(ebpf, names::VRRP)?,
             agent_stats: take(ebpf, names::AGENT_STATS)?,
+            own_mac: take(ebpf, names::OWN_MAC)?,
+            slot_sums: take(ebpf, names::SLOT_SUMS)?,
             sizes,
             services: BTreeMap::new(),
             service_ids: IdPool::new(sizes.max_services),
@@ -149,6 +156,20 @@ impl Writer {
             .map(|(id, _)| *id)
     }
 
+    /// What a previous agent left for each backend: its entry (flags, MAC)
+    /// and its health record, so a restart carries on from there.
+    pub fn adopted(&self) -> Vec<(Key, Backend, BackendHealth)> {
+        self.services
+            .iter()
+            .flat_map(|(k, s)| {
+                s.backends.iter().map(move |(a, (id, b))| {
+                    let h = self.health_map.get(id, 0).unwrap_or_default();
+                    ((*k, *a), *b, h)
+                })
+            })
+            .collect()
+    }
+
     /// The id of `service`, if configured.
     pub fn service_id(&self, service: &ServiceKey) -> Option<u32> {
         self.services.get(service).map(|s| s.meta.id)
@@ -159,11 +180,19 @@ impl Writer {
         for item in self.services_map.iter() {
             let (key, meta) = item.map_err(|e| WriteError::Map(names::SERVICES, e))?;
             by_id.insert(meta.id, key);
+            let sum = |slot: u32| {
+                self.slot_sums
+                    .get(&(meta.id * 2 + slot), 0)
+                    .ok()
+                    .filter(|&s| s != 0)
+            };
+            let sums = [sum(0), sum(1)];
             self.services.insert(
                 key,
                 SvcState {
                     meta,
                     slots: [None, None],
+                    sums,
                     backends: BTreeMap::new(),
                 },
             );
@@ -235,6 +264,11 @@ impl Writer {
         for (id, _) in s.backends.values() {
             self.retire_backend(*id)?;
         }
+        for slot in 0..2 {
+            self.slot_sums
+                .set(s.meta.id * 2 + slot, 0, 0)
+                .map_err(|e| WriteError::Map(names::SLOT_SUMS, e))?;
+        }
         self.service_ids.release(s.meta.id);
         tracing::info!(service = %addr::service_name(key), "service removed");
         Ok(())
@@ -255,6 +289,7 @@ impl Writer {
                 SvcState {
                     meta,
                     slots: [None, None],
+                    sums: [None, None],
                     backends: BTreeMap::new(),
                 },
             );
@@ -281,7 +316,13 @@ impl Writer {
         meta.hash_fields = d.hash as u8;
         meta.flags = if d.standby { SERVICE_STANDBY } else { 0 };
         let active = (s.meta.active_slot & 1) as usize;
-        let table_changed = s.slots[active].as_ref() != Some(&table);
+        let sum = slot_sum(&table);
+        let table_changed = match (&s.slots[active], s.sums[active]) {
+            (Some(t), _) => *t != table,
+            // After a restart: the same table is still in the active slot.
+            (None, Some(known)) => known != sum,
+            (None, None) => true,
+        };
         if table_changed {
             let inactive = 1 - active;
             let base = meta.table_base + inactive as u32 * meta.table_size;
@@ -298,6 +339,10 @@ impl Writer {
             }
             meta.len[inactive] = table.len() as u32;
             s.slots[inactive] = Some(table);
+            s.sums[inactive] = Some(sum);
+            self.slot_sums
+                .set(meta.id * 2 + inactive as u32, sum, 0)
+                .map_err(|e| WriteError::Map(names::SLOT_SUMS, e))?;
             meta.active_slot = inactive as u32;
             self.writes.tables += 1;
             self.writes.table_entries += written;
@@ -421,6 +466,21 @@ impl Writer {
         Ok(())
     }
 
+    /// The interface's own MAC: the XDP program balances only frames sent
+    /// to it (and none before this is written).
+    pub fn write_own_mac(&mut self, mac: [u8; 6]) -> Result<()> {
+        let want = OwnMac {
+            mac,
+            set: 1,
+            _pad: 0,
+        };
+        let map_err = |e| WriteError::Map(names::OWN_MAC, e);
+        if self.own_mac.get(&0, 0).map_err(map_err)? != want {
+            self.own_mac.set(0, want, 0).map_err(map_err)?;
+        }
+        Ok(())
+    }
+
     /// Publish a VRRP instance's status for `lb show vrrp`.
     pub fn write_vrrp(&mut self, slot: u32, status: &VrrpStatus) -> Result<()> {
         let Some(written) = self.vrrp_written.get_mut(slot as usize) else {
@@ -441,6 +501,13 @@ impl Writer {
             .set(id, b, 0)
             .map_err(|e| WriteError::Map(names::BACKENDS, e))
     }
+}
+
+/// A slot's fingerprint: its length and entries (never 0, which means
+/// unknown in SLOT_SUMS).
+fn slot_sum(table: &[u32]) -> u64 {
+    let h = lb_common::hash::bytes_hash(bytemuck::cast_slice(table), table.len() as u64);
+    h.max(1)
 }
 
 fn usable(b: &DesiredBackend) -> bool {

@@ -43,6 +43,8 @@ pub struct Setup {
     pub primary: IpAddr,
     /// (interface, ifindex, our address) per heartbeat path.
     pub paths: Vec<(String, u32, IpAddr)>,
+    /// Start as master: a restarted agent that was master (`Event::Resume`).
+    pub resume: bool,
 }
 
 /// Ask a running instance to stop; it answers once its priority-0 advert is
@@ -197,7 +199,13 @@ impl Instance {
         self.link_fault = self.links_down().await;
         let p = self.priority();
         self.m.step(Event::Priority(p), Instant::now());
-        let a = self.m.step(Event::Startup, Instant::now());
+        let start = if self.s.resume {
+            tracing::info!(instance = %self.s.cfg.name, "VIPs held and forwarded: resuming as master");
+            Event::Resume
+        } else {
+            Event::Startup
+        };
+        let a = self.m.step(start, Instant::now());
         self.exec(a).await;
         if self.link_fault {
             let a = self.m.step(Event::Fault(true), Instant::now());
@@ -353,19 +361,22 @@ impl Instance {
                 Action::SendAdvert { priority } => self.send_advert(priority),
                 Action::TakeVips => {
                     let (ack, ready) = oneshot::channel();
-                    if self
-                        .agent
-                        .send(ToAgent::Master {
-                            slot: self.s.slot,
-                            master: true,
-                            ack: Some(ack),
-                        })
-                        .is_ok()
-                        && tokio::time::timeout(Duration::from_secs(1), ready)
+                    let asked = self.agent.send(ToAgent::Master {
+                        slot: self.s.slot,
+                        master: true,
+                        ack: Some(ack),
+                    });
+                    if asked.is_ok() {
+                        // Never announce VIPs the data plane does not
+                        // forward yet (at start-up it may still be loading).
+                        tokio::pin!(ready);
+                        if tokio::time::timeout(Duration::from_secs(1), &mut ready)
                             .await
                             .is_err()
-                    {
-                        tracing::warn!(instance = %self.s.cfg.name, "data plane slow to take the VIPs");
+                        {
+                            tracing::warn!(instance = %self.s.cfg.name, "data plane slow to take the VIPs; waiting");
+                            let _ = ready.await;
+                        }
                     }
                     for v in self.s.cfg.vips.clone() {
                         if let Err(e) = addrs::add(&self.net, self.s.ifindex, v).await {

@@ -44,6 +44,14 @@ pub struct Params {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     Startup,
+    /// Startup of an agent restarted while it was master here: its VIPs
+    /// are still on the interface and its data plane still forwards them.
+    /// It resumes as master at once (advertising at once, so a peer that
+    /// took over meanwhile with a lower priority backs off, and one with a
+    /// higher priority takes it back by the usual rules) instead of going
+    /// through backup, which would stop forwarding for a
+    /// Master_Down_Interval.
+    Resume,
     Shutdown,
     /// `deadline()` has passed.
     Timer,
@@ -158,10 +166,14 @@ impl Machine {
     }
 
     fn become_master(&mut self, now: Instant, out: &mut Vec<Action>) {
+        // RFC 5798 §6.4.2 sends the advert, then the gratuitous ARPs. Here
+        // the VIPs are taken (data plane on, addresses, first GARP) first:
+        // the old master forwards until our advert reaches it, and by then
+        // clients already send here, so no packet falls between the two.
+        out.push(Action::TakeVips);
         out.push(Action::SendAdvert {
             priority: self.effective,
         });
-        out.push(Action::TakeVips);
         self.adver_at = Some(now + cs(self.p.advert_cs as u64));
         self.master_down_at = None;
         self.master = Some(self.p.primary);
@@ -203,6 +215,7 @@ impl Machine {
         let mut out = Vec::new();
         match (self.state, ev) {
             (State::Init, Event::Startup) => self.start(now, &mut out),
+            (State::Init, Event::Resume) => self.become_master(now, &mut out),
             (State::Init | State::Fault, Event::Priority(p)) => self.effective = p,
             (_, Event::Shutdown) => self.resign(State::Init, &mut out),
             (State::Fault, Event::Fault(false)) => self.start(now, &mut out),

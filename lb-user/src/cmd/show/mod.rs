@@ -26,7 +26,7 @@ pub use vrrp::Vrrp;
 /// Show the live state from the pinned maps (works while the agent is down).
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  lb show services\n  lb show backends -c /etc/lb/lb.toml\n  lb show table 203.0.113.10:80/tcp --json\n  lb show flows --pin-dir /sys/fs/bpf/lb/v2 --limit 50"
+    after_help = "Examples:\n  lb show services\n  lb show backends -c /etc/lb/lb.toml\n  lb show table 203.0.113.10:80/tcp --json\n  lb show flows --pin-dir /sys/fs/bpf/lb --limit 50"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -34,7 +34,8 @@ pub struct Args {
     /// Find the pins from this agent config ([agent] pin_dir).
     #[arg(short, long, global = true)]
     config: Option<PathBuf>,
-    /// The pin directory (default /sys/fs/bpf/lb/v2).
+    /// The agent's pin directory (default /sys/fs/bpf/lb; its layout
+    /// subdirectory is found), or a layout directory itself.
     #[arg(long, global = true, conflicts_with = "config")]
     pin_dir: Option<PathBuf>,
     /// JSON instead of a table.
