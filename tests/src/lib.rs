@@ -11,3 +11,4 @@ pub mod lab;
 pub mod netns;
 pub mod require;
 pub mod traffic;
+pub mod vrrp_lab;

@@ -8,9 +8,10 @@ use std::{
 
 use lb_tests::{
     keepalived,
-    lab::{self, Lab, LabSpec, VIP4},
+    lab::{self, Lab, VIP4},
     netns, require,
     traffic::Traffic,
+    vrrp_lab::{fast_pair, two_balancers, vrrp_state, wait_state},
 };
 
 const INTERVAL: &str = "200ms";
@@ -19,16 +20,6 @@ const MASTER_DOWN_LB2: Duration = Duration::from_micros(721_875);
 
 fn vip() -> SocketAddr {
     format!("{VIP4}:80").parse().unwrap()
-}
-
-/// The lab with lb1 and lb2 and VRRP-managed VIPs, no agent started.
-fn two_balancers() -> Lab {
-    let spec = LabSpec {
-        balancers: 2,
-        vrrp: true,
-        ..LabSpec::default()
-    };
-    Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap()
 }
 
 /// Start lb1's agent again with its config (and pins) as process lb1-again.
@@ -65,36 +56,6 @@ fn pair(extra1: &str, extra2: &str) -> Lab {
     let mut l = two_balancers();
     start_pair(&mut l, extra1, extra2);
     l
-}
-
-/// `lb show vrrp` of `role`: (state, master address).
-fn vrrp_state(l: &Lab, role: &str) -> (String, String) {
-    let dir = l.pin_dir(role);
-    match lab::lb_show(&["vrrp", "--pin-dir", dir.to_str().unwrap()]) {
-        Ok(v) => {
-            let i = &v["vrrp"][0];
-            (
-                i["state"].as_str().unwrap_or("?").to_string(),
-                i["master"].as_str().unwrap_or("-").to_string(),
-            )
-        }
-        Err(_) => ("gone".into(), "-".into()),
-    }
-}
-
-fn wait_state(l: &Lab, role: &str, state: &str, timeout: Duration) -> Duration {
-    let t0 = Instant::now();
-    while t0.elapsed() < timeout {
-        if vrrp_state(l, role).0 == state {
-            return t0.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!(
-        "{role} not {state} within {timeout:?}; now {:?}\n{role} log:\n{}",
-        vrrp_state(l, role),
-        l.log(role)
-    );
 }
 
 /// The client's neighbour entry for the VIP (its MAC).
@@ -679,38 +640,6 @@ fn a_backup_does_not_forward_vip_traffic_until_it_is_master() {
     assert!(answered);
 }
 
-/// Both balancers at 100 ms adverts, lb1 (150) master; lb1 runs with
-/// `lb1_args`.
-fn fast_pair(lb1_args: &[&str]) -> Lab {
-    let mut l = two_balancers();
-    let lb = lab::bin("LB_BIN", "lb").unwrap();
-    for (role, prio, args) in [("lb1", 150, lb1_args), ("lb2", 100, &[][..])] {
-        let cfg = l
-            .write_config(
-                role,
-                &format!(
-                    "{}{}",
-                    l.default_services(),
-                    Lab::vrrp_section(prio, "100ms", "")
-                ),
-            )
-            .unwrap();
-        l.start_agent_as(role, role, &lb, &cfg, args).unwrap();
-        if role == "lb1" {
-            wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
-        }
-    }
-    wait_state(&l, "lb2", "BACKUP", Duration::from_secs(10));
-    l
-}
-
-/// Packets lb1's data plane has forwarded (its pins outlive its agent).
-fn forwarded_by(l: &Lab, role: &str) -> u64 {
-    lb_user::maps::Pinned::open(&l.pin_dir(role))
-        .map(|p| p.reason(lb_common::Reason::FwdFlowHit) + p.reason(lb_common::Reason::FwdFlowMiss))
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_restarted_master_that_kept_its_vips_forwards_without_a_gap() {
     let name = "a_restarted_master_that_kept_its_vips_forwards_without_a_gap";
@@ -748,51 +677,4 @@ fn a_restarted_master_that_kept_its_vips_forwards_without_a_gap() {
     assert!(log.contains("resuming as master"), "{log}");
     assert_eq!(failed, 0, "new connections failed across the restart");
     assert_eq!((held_failed, held_moved), (0, 0), "{notes:?}");
-}
-
-#[test]
-fn a_restarted_higher_priority_node_takes_the_vip_back_within_master_down_interval() {
-    let name = "a_restarted_higher_priority_node_takes_the_vip_back_within_master_down_interval";
-    if !require::lab(name, &[]) {
-        return;
-    }
-    let mut l = fast_pair(&["--keep-pinned"]);
-    // lb1 hands over (priority 0) and stops, its pins kept; lb2 serves.
-    l.signal("lb1", libc::SIGTERM).unwrap();
-    assert!(l.wait_exit("lb1", Duration::from_secs(5)));
-    wait_state(&l, "lb2", "MASTER", Duration::from_secs(5));
-    let traffic = Traffic::start(
-        &l.ns("c"),
-        vip(),
-        Duration::from_millis(5),
-        Duration::from_secs(20),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let before = forwarded_by(&l, "lb1");
-    let t0 = Instant::now();
-    restart_lb1(&mut l);
-    let back = loop {
-        if forwarded_by(&l, "lb1") > before {
-            break t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "lb1 never forwarded again; log:\n{}",
-            l.log("lb1-again")
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    let samples = traffic.stop();
-    // lb1 at priority 150, 100 ms adverts: 3 x 100 ms + (106/256) x 100 ms.
-    let mdi = Duration::from_micros(341_406);
-    println!(
-        "preempt back: lb1 forwarding through the VIP {back:?} after its start; Master_Down_Interval {mdi:?}; new connections failed {} of {}",
-        samples.iter().filter(|s| s.result.is_err()).count(),
-        samples.len()
-    );
-    assert!(
-        back <= mdi + Duration::from_millis(100),
-        "lb1 took {back:?} (Master_Down_Interval {mdi:?}); log:\n{}",
-        l.log("lb1-again")
-    );
 }
