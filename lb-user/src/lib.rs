@@ -5,6 +5,7 @@
 
 pub mod addr;
 pub mod agent;
+pub mod api;
 pub mod cmd;
 pub mod config;
 pub mod exec;

@@ -11,6 +11,30 @@ use anyhow::{Context, Result, bail};
 
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// GET `path` on a new connection with `accept` (or none), the whole
+/// answer read until the server closes: (status code, headers, body).
+pub fn fetch(addr: SocketAddr, path: &str, accept: Option<&str>) -> Result<(u16, String, String)> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(TIMEOUT * 5))?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: lab\r\n{accept}Connection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").context("no end of headers")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status code")?;
+    Ok((status, head.to_string(), body.to_string()))
+}
+
 /// GET / on a new connection; the body (the backend's name), trimmed.
 pub fn get(addr: SocketAddr) -> Result<String> {
     let mut c = Conn::open(addr)?;

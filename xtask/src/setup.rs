@@ -35,6 +35,8 @@ const PACKAGES: &[&str] = &[
     "ca-certificates",
     // VRRP interoperability tests run keepalived as the peer.
     "keepalived",
+    // The API test scrapes the agent with a real Prometheus (and promtool).
+    "prometheus",
 ];
 
 pub fn ensure() -> Result<()> {

@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use aya::programs::links::PinnedLink;
 use lb_common::{SERVICE_STANDBY, Scheduler};
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -23,6 +24,7 @@ use tokio::{
 };
 
 use crate::{
+    api::{Api, Checks},
     config::{Config, Probe},
     health::{Key, Report, Status, Supervisor},
     maps::{Pinned, Sizes, Writer, loader, migrate},
@@ -53,6 +55,15 @@ pub async fn run(opts: Options) -> Result<()> {
     tracing::debug!(config = %opts.config.display(), "starting");
     let cfg = Config::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pin_dir = cfg.agent.pin_dir.clone();
+    // The API answers from the start (/healthz: 503 until serving).
+    let api = match cfg.agent.api {
+        Some(addr) => Some(
+            Api::start(addr, cfg.agent.flow_table_size)
+                .await
+                .with_context(|| format!("starting the API on {addr}"))?,
+        ),
+        None => None,
+    };
     let net = Net::new().context("opening rtnetlink")?;
     let older = migrate::older(&pin_dir);
     // VRRP first: its Master_Down_Interval runs while the program loads
@@ -72,15 +83,24 @@ pub async fn run(opts: Options) -> Result<()> {
         .await
         .context("starting VRRP")?;
     let (tx, mut reports) = mpsc::channel(REPORT_QUEUE);
-    let (mut a, link) = match start_data_plane(cfg, net, older.as_deref(), tx, down_tx).await {
-        Ok(started) => started,
-        Err(e) => {
-            vrrp::stop(vrrp).await;
-            return Err(e);
-        }
-    };
+    let checks = api.as_ref().map(|a| a.checks.clone());
+    let (mut a, link) =
+        match start_data_plane(cfg, net, older.as_deref(), tx, down_tx, checks).await {
+            Ok(started) => started,
+            Err(e) => {
+                vrrp::stop(vrrp).await;
+                return Err(e);
+            }
+        };
     a.host.vrrp_master.extend(resume.iter().copied());
     a.sync();
+    if let Some(api) = &api {
+        match Pinned::open(&loader::layout_dir(&pin_dir)) {
+            Ok(p) => api.set_maps(p),
+            Err(e) => tracing::warn!(error = %e, "the API cannot read the maps"),
+        }
+        api.set_serving(true);
+    }
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -117,6 +137,9 @@ pub async fn run(opts: Options) -> Result<()> {
         }
     }
     let interface = a.cfg.agent.interface.clone();
+    if let Some(api) = &api {
+        api.set_serving(false);
+    }
     // VRRP first: a master hands over (priority 0) while it still forwards.
     // Its last status reports are not written: the pins are going (or stay
     // as the last running state, with --keep-pinned).
@@ -134,7 +157,8 @@ async fn start_data_plane(
     older: Option<&Path>,
     reports: mpsc::Sender<Report>,
     down_services: watch::Sender<BTreeSet<String>>,
-) -> Result<(Agent, aya::programs::links::PinnedLink)> {
+    check_metrics: Option<Checks>,
+) -> Result<(Agent, Option<PinnedLink>)> {
     // Loading, verifying and migrating block: off the runtime's workers,
     // so VRRP's timers keep running meanwhile.
     let (dp, link) = tokio::task::block_in_place(|| load_and_attach(&cfg, older))?;
@@ -151,6 +175,7 @@ async fn start_data_plane(
         resolved: false,
         changed_at: Instant::now(),
         last_refresh: Instant::now(),
+        check_metrics,
     };
     a.adopt();
     a.start_checks(None);
@@ -160,10 +185,7 @@ async fn start_data_plane(
 
 /// Load the program with its maps (copying an older layout's state into
 /// them), attach it through the pinned link, and take the maps.
-fn load_and_attach(
-    cfg: &Config,
-    older: Option<&Path>,
-) -> Result<(Writer, aya::programs::links::PinnedLink)> {
+fn load_and_attach(cfg: &Config, older: Option<&Path>) -> Result<(Writer, Option<PinnedLink>)> {
     let pin_dir = &cfg.agent.pin_dir;
     let sizes = Sizes::from(&cfg.agent);
     let mut bpf = loader::load(pin_dir, sizes).context("loading the XDP program")?;
@@ -175,6 +197,19 @@ fn load_and_attach(
         let c = migrate::copy(old, &ours)
             .with_context(|| format!("migrating the maps of {}", old.display()))?;
         tracing::info!(from = %old.display(), to = %ours.display(), services = c.services, flows = c.flows, table_entries = c.table_entries, entries = c.array_entries, "migrated the previous layout's maps");
+    }
+    if cfg.services.is_empty() {
+        // VRRP only (keepalived in front of nginx, say): the maps hold the
+        // status `lb show vrrp` reads; no program runs on the interface.
+        for dir in [Some(ours.as_path()), older].into_iter().flatten() {
+            // A program a previous config attached goes with its link.
+            let _ = std::fs::remove_file(dir.join(lb_common::names::LINK_PIN));
+        }
+        tracing::info!(pin_dir = %ours.display(), "no [[service]]: VRRP only, no XDP program attached");
+        if let Some(old) = older {
+            loader::unpin_dir(old);
+        }
+        return Ok((Writer::new(&mut bpf, sizes)?, None));
     }
     let (link, how) = loader::attach(
         &mut bpf,
@@ -195,7 +230,7 @@ fn load_and_attach(
         tracing::info!(late_flows = late, "previous layout's pins removed");
     }
     let dp = Writer::new(&mut bpf, sizes)?;
-    Ok((dp, link))
+    Ok((dp, Some(link)))
 }
 
 /// Of the instances whose VIPs are on their interface (`held`), those whose
@@ -221,13 +256,15 @@ fn resumable(cfg: &Config, pins: Option<&Pinned>, held: BTreeSet<usize>) -> BTre
 }
 
 /// Detach and unpin, unless told to keep both.
-fn teardown(link: aya::programs::links::PinnedLink, pin_dir: &Path, keep: bool, interface: &str) {
+fn teardown(link: Option<PinnedLink>, pin_dir: &Path, keep: bool, interface: &str) {
     if keep {
         tracing::info!(pin_dir = %pin_dir.display(), "stopping; XDP program and maps stay pinned (--keep-pinned)");
         drop(link);
     } else {
         // Unpinning and closing the last fd of the link detaches the program.
-        let _ = link.unpin();
+        if let Some(link) = link {
+            let _ = link.unpin();
+        }
         loader::unpin_all(pin_dir);
         tracing::info!(%interface, "stopped; XDP program detached, pins removed");
     }
@@ -258,6 +295,8 @@ struct Agent {
     /// The last start or reload (neighbours are re-read faster after it).
     changed_at: Instant,
     last_refresh: Instant,
+    /// Check durations and outcomes for /metrics, when the API is on.
+    check_metrics: Option<Checks>,
 }
 
 impl Agent {
@@ -327,6 +366,12 @@ impl Agent {
         self.sync();
         let services = new.services.len();
         let old = std::mem::replace(&mut self.cfg, new);
+        if let Some(m) = &self.check_metrics {
+            let now = backend_keys(&self.cfg);
+            for (svc, b) in backend_keys(&old).difference(&now) {
+                m.forget(&crate::addr::service_name(svc), &b.to_string());
+            }
+        }
         self.start_checks(Some(&old));
         let before = self.dp.writes;
         self.sync();
@@ -432,6 +477,9 @@ impl Agent {
         };
         self.board.on_report(&r);
         let service = || crate::addr::service_name(&r.key.0);
+        if let Some(m) = &self.check_metrics {
+            m.observe(&service(), &r.key.1.to_string(), r.rtt, r.error.is_none());
+        }
         let reason = || {
             r.error
                 .as_ref()
@@ -525,12 +573,26 @@ impl Agent {
     }
 }
 
+/// Every (service, backend) of a config.
+fn backend_keys(cfg: &Config) -> HashSet<Key> {
+    cfg.services
+        .iter()
+        .flat_map(|s| s.backends.iter().map(move |b| (s.key(), b.address)))
+        .collect()
+}
+
 /// The new config, if it is valid and can be applied without a restart.
 fn validate_reload(path: &Path, running: &Config) -> Result<Config> {
     let new = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if new.vrrp != running.vrrp {
         bail!(
             "{}: [[vrrp]] settings changed; they take effect on a restart (`lb run` again)",
+            path.display()
+        );
+    }
+    if new.services.is_empty() != running.services.is_empty() {
+        bail!(
+            "{}: going from VRRP only to serving [[service]]s (or back) attaches or detaches the XDP program and needs a restart (`lb run` again)",
             path.display()
         );
     }

@@ -4,7 +4,7 @@ use std::{fmt::Write as _, path::PathBuf};
 
 use crate::{
     addr,
-    config::{Check, Config, Initial, Probe},
+    config::{Check, Config, Initial, Probe, Vrrp},
 };
 
 /// Validate a config and print what it would do; exit 1 on error.
@@ -32,15 +32,26 @@ pub fn plan_text(cfg: &Config) -> String {
     let a = &cfg.agent;
     let mut s = String::new();
     let _ = writeln!(s, "{}: OK", cfg.path.display());
-    let _ = writeln!(
-        s,
-        "agent: XDP on {} ({:?} mode), pins in {}, flow table {} entries, Maglev M = {}",
-        a.interface,
-        a.xdp_mode,
-        a.pin_dir.display(),
-        a.flow_table_size,
-        a.table_size
-    );
+    if cfg.services.is_empty() {
+        let _ = writeln!(
+            s,
+            "agent: VRRP only (no [[service]]): no XDP program is attached; status pinned in {}",
+            a.pin_dir.display()
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "agent: XDP on {} ({:?} mode), pins in {}, flow table {} entries, Maglev M = {}",
+            a.interface,
+            a.xdp_mode,
+            a.pin_dir.display(),
+            a.flow_table_size,
+            a.table_size
+        );
+    }
+    if let Some(api) = a.api {
+        let _ = writeln!(s, "api: http://{api}/metrics, /status, /healthz");
+    }
     for svc in &cfg.services {
         let total: u32 = svc.backends.iter().map(|b| b.weight).sum();
         let _ = writeln!(
@@ -86,7 +97,86 @@ pub fn plan_text(cfg: &Config) -> String {
             );
         }
     }
+    for v in &cfg.vrrp {
+        vrrp_text(&mut s, v);
+    }
     s
+}
+
+/// A VRRP instance as a person reads it: who, where, what moves, who
+/// listens, what lowers it.
+fn vrrp_text(s: &mut String, v: &Vrrp) {
+    let d = |t| humantime::format_duration(t);
+    let vips: Vec<String> = v
+        .vips
+        .iter()
+        .map(|x| format!("{}/{}", x.addr, x.prefix))
+        .collect();
+    let _ = writeln!(
+        s,
+        "vrrp {} on {}: VRID {}, priority {}{}, VRRPv{} adverts every {}, {}",
+        v.name,
+        v.interface,
+        v.vrid,
+        v.priority,
+        if v.priority == 255 {
+            " (address owner)"
+        } else {
+            ""
+        },
+        v.version.number(),
+        d(v.advert_interval),
+        if v.preempt {
+            format!("preempt after {}", d(v.preempt_delay))
+        } else {
+            "nopreempt".into()
+        }
+    );
+    let _ = writeln!(s, "  VIPs {}", vips.join(" "));
+    let peers = |p: &[std::net::IpAddr]| {
+        if p.is_empty() {
+            "multicast".to_string()
+        } else {
+            format!(
+                "unicast to {}",
+                p.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
+    };
+    let _ = writeln!(s, "  adverts: {}", peers(&v.unicast_peers));
+    for h in &v.heartbeat_paths {
+        let _ = writeln!(
+            s,
+            "  heartbeat path {}: {}",
+            h.interface,
+            peers(&h.unicast_peers)
+        );
+    }
+    for i in &v.track_interfaces {
+        let _ = writeln!(s, "  track interface {i}: FAULT while it is down");
+    }
+    for t in &v.track_scripts {
+        let _ = writeln!(
+            s,
+            "  track script {:?} every {}: priority -{} while it fails",
+            t.command,
+            d(t.interval),
+            t.weight
+        );
+    }
+    for t in &v.track_services {
+        let _ = writeln!(
+            s,
+            "  track service {}: priority -{} while it has no usable backend",
+            t.service, t.weight
+        );
+    }
+    if let Some(n) = &v.notify {
+        let _ = writeln!(s, "  notify {n:?} NAME FROM TO on every transition");
+    }
 }
 
 /// One line a person can check against what they meant.

@@ -59,6 +59,8 @@ pub struct Agent {
     pub table_size: u32,
     pub max_services: u32,
     pub max_backends: u32,
+    /// Where the HTTP API (/metrics, /status, /healthz) listens; off when None.
+    pub api: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,7 +281,18 @@ impl Validator<'_> {
                 "Maglev needs a prime table size, e.g. 65537 or 655373",
             ));
         }
+        let api = match &a.api {
+            None => None,
+            Some(s) => Some(s.get_ref().parse().map_err(|_| {
+                self.err(
+                    s.span(),
+                    format!("bad api address {:?}", s.get_ref()),
+                    "an address and port, like \"127.0.0.1:9100\" or \"[::1]:9100\"",
+                )
+            })?),
+        };
         Ok(Agent {
+            api,
             interface: interface.into_inner(),
             pin_dir: a
                 .pin_dir

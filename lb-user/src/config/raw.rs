@@ -26,6 +26,7 @@ pub struct RawAgent {
     pub table_size: Option<Spanned<i64>>,
     pub max_services: Option<Spanned<i64>>,
     pub max_backends: Option<Spanned<i64>>,
+    pub api: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -345,3 +345,24 @@ fn scheduler_errors_point_at_the_value() {
         assert_eq!(c.services[0].scheduler, s);
     }
 }
+
+#[test]
+fn api_address_is_parsed_or_pointed_at() {
+    let c = parse(&GOOD.replace(
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\napi = \"[::1]:9100\"",
+    ))
+    .unwrap();
+    assert_eq!(c.agent.api, Some("[::1]:9100".parse().unwrap()));
+    assert_eq!(parse(GOOD).unwrap().agent.api, None);
+    let e = err_at(
+        &GOOD.replace(
+            "interface = \"eth0\"",
+            "interface = \"eth0\"\napi = \"localhost\"",
+        ),
+        4,
+        7,
+        "bad api address",
+    );
+    assert!(e.hint.contains("127.0.0.1:9100"), "{e}");
+}

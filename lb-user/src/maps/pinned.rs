@@ -132,6 +132,11 @@ impl Pinned {
             .map_err(|e| PinnedError::Map(names::FLOWS, e))
     }
 
+    /// Entries in the flow table now (a walk of every key).
+    pub fn flow_count(&self) -> u64 {
+        self.flows.keys().filter(|k| k.is_ok()).count() as u64
+    }
+
     pub fn reason(&self, r: Reason) -> u64 {
         self.reasons
             .get(&(r as u32), 0)

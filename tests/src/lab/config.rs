@@ -9,10 +9,15 @@ use super::{LAN6, Lab, VIP4, VIP6};
 impl Lab {
     /// Write the balancer config for `role` and return its path.
     pub fn write_config(&self, role: &str, services: &str) -> Result<PathBuf> {
+        self.write_config_with(role, "", services)
+    }
+
+    /// `write_config` with `agent` lines added to `[agent]`.
+    pub fn write_config_with(&self, role: &str, agent: &str, services: &str) -> Result<PathBuf> {
         // restart_agent finds it here.
         let path = self.dir.join(format!("{role}.toml"));
         let text = format!(
-            "# Lab balancer {role}; written by the lab.\n[agent]\ninterface = \"eth0\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_services = 8\nmax_backends = 64\n\n{services}",
+            "# Lab balancer {role}; written by the lab.\n[agent]\ninterface = \"eth0\"\npin_dir = \"{}\"\nflow_table_size = 65536\nmax_services = 8\nmax_backends = 64\n{agent}\n\n{services}",
             self.pin_dir(role).display()
         );
         fs::write(&path, text)?;

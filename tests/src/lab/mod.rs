@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-pub use serving::{lb_show, serving, serving_config, serving_with};
+pub use serving::{lb_show, serving, serving_agent, serving_config, serving_with};
 use sweep::remove_resources;
 pub use sweep::{remove, running, sweep};
 

@@ -28,8 +28,18 @@ pub fn serving_config(
     services: impl FnOnce(&Lab) -> String,
     extra: &[&str],
 ) -> Result<(Lab, PathBuf)> {
+    serving_agent(spec, "", services, extra)
+}
+
+/// `serving_config`, with `agent` lines in lb1's `[agent]`.
+pub fn serving_agent(
+    spec: LabSpec,
+    agent: &str,
+    services: impl FnOnce(&Lab) -> String,
+    extra: &[&str],
+) -> Result<(Lab, PathBuf)> {
     let mut lab = Lab::up(spec, &bin("LAB_HTTP_BIN", "lab-http")?, false)?;
-    let cfg = lab.write_config("lb1", &services(&lab))?;
+    let cfg = lab.write_config_with("lb1", agent, &services(&lab))?;
     lab.start_agent_as("lb1", "lb1", &bin("LB_BIN", "lb")?, &cfg, extra)?;
     let vip: std::net::SocketAddr = format!("{VIP4}:80").parse()?;
     let ok = netns::in_ns(&lab.ns("c"), move || {
