@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod config;
 pub mod exec;
 pub mod health;
+pub mod import;
 pub mod maps;
 pub mod plan;
 pub mod sched;

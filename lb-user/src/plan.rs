@@ -83,7 +83,7 @@ pub struct HostView {
 fn standby(cfg: &Config, host: &HostView, vip: IpAddr) -> bool {
     let mut managed = false;
     for (i, v) in cfg.vrrp.iter().enumerate() {
-        if v.vips.iter().any(|x| x.addr == vip) {
+        if v.held().any(|x| x.addr == vip) {
             if host.vrrp_master.contains(&i) {
                 return false;
             }

@@ -35,6 +35,27 @@ pub fn fetch(addr: SocketAddr, path: &str, accept: Option<&str>) -> Result<(u16,
     Ok((status, head.to_string(), body.to_string()))
 }
 
+/// GET / from namespace `ns`, again every 100 ms until an answer `ok`
+/// accepts or `wait` has passed: the last answer, or the last error.
+pub fn get_until(
+    ns: &str,
+    addr: SocketAddr,
+    wait: Duration,
+    ok: impl Fn(&str) -> bool + Send + 'static,
+) -> std::result::Result<String, String> {
+    crate::netns::in_ns(ns, move || {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let last = get(addr).map_err(|e| format!("{e:#}"));
+            if last.as_deref().is_ok_and(&ok) || std::time::Instant::now() > deadline {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .map_err(|e| format!("{e:#}"))?
+}
+
 /// GET / on a new connection; the body (the backend's name), trimmed.
 pub fn get(addr: SocketAddr) -> Result<String> {
     let mut c = Conn::open(addr)?;

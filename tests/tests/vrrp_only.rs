@@ -13,21 +13,9 @@ use lb_tests::{
 
 /// Who answers a GET to the VIP from the client, within `wait`.
 fn answered_by(l: &Lab, want: &str, wait: Duration) -> String {
-    let vip = format!("{VIP4}:80").parse().unwrap();
     let want = want.to_string();
-    netns::in_ns(&l.ns("c"), move || {
-        let deadline = std::time::Instant::now() + wait;
-        let mut last = String::new();
-        while std::time::Instant::now() < deadline {
-            last = http::get(vip).unwrap_or_else(|e| format!("{e:#}"));
-            if last == want {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        last
-    })
-    .unwrap()
+    let vip = format!("{VIP4}:80").parse().unwrap();
+    http::get_until(&l.ns("c"), vip, wait, move |b| b == want).unwrap_or_else(|e| e)
 }
 
 #[test]

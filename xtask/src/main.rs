@@ -1,6 +1,7 @@
 //! `cargo xtask`: installs what is missing, then builds, runs, tests and
 //! benchmarks. It drives cargo and the lab; it hides no build step.
 
+mod install;
 mod setup;
 
 use std::{
@@ -27,6 +28,15 @@ enum Cmd {
     Setup,
     /// Build `lb` (with its XDP object) and the lab tools, release mode.
     Build,
+    /// Install `lb`, its systemd unit, an example /etc/lb/lb.toml (never
+    /// over an existing one), shell completions and the man page.
+    Install {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Stage everything under this directory instead of / (packaging).
+        #[arg(long)]
+        destdir: Option<PathBuf>,
+    },
     /// Run the balancer: `lb run -c CONFIG`, or with no config a throw-away
     /// namespace lab (client, lb1, three backends) serving a VIP until Ctrl-C.
     Run {
@@ -85,6 +95,11 @@ fn main() -> Result<()> {
         Cmd::Build => {
             setup::ensure()?;
             build(true)
+        }
+        Cmd::Install { prefix, destdir } => {
+            setup::ensure()?;
+            build(true)?;
+            install::install(&root, &prefix, destdir.as_deref())
         }
         Cmd::Run { config } => {
             setup::ensure()?;

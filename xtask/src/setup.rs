@@ -37,6 +37,8 @@ const PACKAGES: &[&str] = &[
     "keepalived",
     // The API test scrapes the agent with a real Prometheus (and promtool).
     "prometheus",
+    // systemd-analyze verifies the unit `cargo xtask install` installs.
+    "systemd",
 ];
 
 pub fn ensure() -> Result<()> {

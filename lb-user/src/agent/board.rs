@@ -63,11 +63,7 @@ impl Board {
 
     /// Forget backends no longer configured.
     pub fn retain(&mut self, cfg: &Config) {
-        let keys: std::collections::HashSet<Key> = cfg
-            .services
-            .iter()
-            .flat_map(|s| s.backends.iter().map(move |b| (s.key(), b.address)))
-            .collect();
+        let keys = super::backend_keys(cfg);
         self.records.retain(|k, _| keys.contains(k));
     }
 

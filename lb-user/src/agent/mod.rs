@@ -7,6 +7,7 @@
 pub mod adopt;
 pub mod board;
 pub mod neigh;
+mod systemd;
 pub mod vrrp;
 
 use std::{
@@ -106,6 +107,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tracing::info!(services = a.cfg.services.len(), checks = a.checks.len(), config = %opts.config.display(), "serving");
+    systemd::ready(a.cfg.services.len());
     loop {
         let ramp = plan::next_warmup_step(&a.cfg, &a.host, Instant::now());
         tokio::select! {
@@ -137,6 +139,7 @@ pub async fn run(opts: Options) -> Result<()> {
         }
     }
     let interface = a.cfg.agent.interface.clone();
+    systemd::stopping();
     if let Some(api) = &api {
         api.set_serving(false);
     }
@@ -242,7 +245,7 @@ fn resumable(cfg: &Config, pins: Option<&Pinned>, held: BTreeSet<usize>) -> BTre
     };
     held.into_iter()
         .filter(|&i| {
-            let vips: Vec<_> = cfg.vrrp[i].vips.iter().map(|v| v.addr).collect();
+            let vips: Vec<_> = cfg.vrrp[i].held().map(|v| v.addr).collect();
             cfg.services
                 .iter()
                 .filter(|s| vips.contains(&s.vip))
@@ -350,10 +353,12 @@ impl Agent {
     /// SIGHUP: a valid new config replaces the running one; anything else
     /// is logged and the running config stays.
     async fn reload(&mut self, path: &Path) {
+        systemd::reloading();
         let new = match validate_reload(path, &self.cfg) {
             Ok(new) => new,
             Err(e) => {
                 tracing::error!("reload rejected, keeping the running config:\n{e:#}");
+                systemd::ready(self.cfg.services.len());
                 return;
             }
         };
@@ -384,6 +389,7 @@ impl Agent {
             service_writes = w.services - before.services,
             "config reloaded"
         );
+        systemd::ready(services);
     }
 
     fn publish_health(&mut self) {
@@ -395,23 +401,14 @@ impl Agent {
     /// backends it lacked that have no check start their warmup now.
     fn start_checks(&mut self, old: Option<&Config>) {
         let now = Instant::now();
-        let keys: HashSet<Key> = self
-            .cfg
-            .services
-            .iter()
-            .flat_map(|s| s.backends.iter().map(move |b| (s.key(), b.address)))
-            .collect();
+        let keys = backend_keys(&self.cfg);
         self.host.health.retain(|k, _| keys.contains(k));
         self.host.added.retain(|k, _| keys.contains(k));
         self.host.rtt_ms.retain(|k, _| keys.contains(k));
         self.rtt_ewma.retain(|k, _| keys.contains(k));
         self.board.retain(&self.cfg);
         if let Some(old) = old {
-            let before: HashSet<Key> = old
-                .services
-                .iter()
-                .flat_map(|s| s.backends.iter().map(move |b| (s.key(), b.address)))
-                .collect();
+            let before = backend_keys(old);
             for s in &self.cfg.services {
                 for b in &s.backends {
                     let k = (s.key(), b.address);
@@ -574,7 +571,7 @@ impl Agent {
 }
 
 /// Every (service, backend) of a config.
-fn backend_keys(cfg: &Config) -> HashSet<Key> {
+pub(crate) fn backend_keys(cfg: &Config) -> HashSet<Key> {
     cfg.services
         .iter()
         .flat_map(|s| s.backends.iter().map(move |b| (s.key(), b.address)))

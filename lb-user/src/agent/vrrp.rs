@@ -47,7 +47,7 @@ pub async fn held(net: &Net, cfg: &Config) -> BTreeSet<usize> {
         let Ok(addrs) = net.addresses(link.ifindex).await else {
             continue;
         };
-        if !v.vips.is_empty() && v.vips.iter().all(|x| addrs.contains(&x.addr)) {
+        if !v.vips.is_empty() && v.held().all(|x| addrs.contains(&x.addr)) {
             held.insert(i);
         }
     }
@@ -65,7 +65,7 @@ pub async fn start(
 ) -> Result<Running> {
     let mut stops = Vec::new();
     for (slot, v) in cfg.vrrp.iter().enumerate() {
-        let vips: Vec<IpAddr> = v.vips.iter().map(|x| x.addr).collect();
+        let vips: Vec<IpAddr> = v.held().map(|x| x.addr).collect();
         let link = net
             .link(&v.interface)
             .await
@@ -76,7 +76,7 @@ pub async fn start(
         let resume = resume.contains(&slot);
         if !resume {
             // Addresses a previous run left behind would make two masters.
-            for vip in &v.vips {
+            for vip in v.held() {
                 let _ = crate::vrrp::addrs::remove(&net.handle(), link.ifindex, *vip).await;
             }
         }

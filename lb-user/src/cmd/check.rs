@@ -133,6 +133,14 @@ fn vrrp_text(s: &mut String, v: &Vrrp) {
         }
     );
     let _ = writeln!(s, "  VIPs {}", vips.join(" "));
+    if !v.vips_excluded.is_empty() {
+        let excluded: Vec<String> = v
+            .vips_excluded
+            .iter()
+            .map(|x| format!("{}/{}", x.addr, x.prefix))
+            .collect();
+        let _ = writeln!(s, "  moved but not advertised {}", excluded.join(" "));
+    }
     let peers = |p: &[std::net::IpAddr]| {
         if p.is_empty() {
             "multicast".to_string()

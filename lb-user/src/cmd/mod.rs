@@ -1,5 +1,7 @@
 //! One file (or folder) per `lb` subcommand, each with its clap arguments.
 
 pub mod check;
+pub mod completions;
+pub mod import;
 pub mod run;
 pub mod show;

@@ -18,6 +18,7 @@ pub struct RawVrrp {
     pub version: Option<Spanned<i64>>,
     pub advert_interval: Option<Spanned<String>>,
     pub vips: Spanned<Vec<String>>,
+    pub vips_excluded: Option<Spanned<Vec<String>>>,
     pub preempt: Option<Spanned<bool>>,
     pub preempt_delay: Option<Spanned<String>>,
     pub auth_pass: Option<Spanned<String>>,
@@ -116,6 +117,9 @@ pub struct Vrrp {
     /// move with it but are not listed in adverts (keepalived's
     /// virtual_ipaddress_excluded).
     pub vips: Vec<Vip>,
+    /// Addresses that move with the instance but are not listed in its
+    /// adverts (keepalived's virtual_ipaddress_excluded).
+    pub vips_excluded: Vec<Vip>,
     pub preempt: bool,
     pub preempt_delay: Duration,
     pub auth_pass: Option<String>,
@@ -134,6 +138,11 @@ pub struct Vrrp {
 impl Vrrp {
     pub fn family_v6(&self) -> bool {
         self.vips.first().is_some_and(|v| v.addr.is_ipv6())
+    }
+
+    /// Every address the master holds: the advertised ones and the excluded.
+    pub fn held(&self) -> impl Iterator<Item = &Vip> {
+        self.vips.iter().chain(&self.vips_excluded)
     }
 }
 
@@ -223,6 +232,14 @@ impl Validator<'_> {
             .iter()
             .map(|s| self.vip(s, r.vips.span()))
             .collect::<Result<Vec<_>, _>>()?;
+        let vips_excluded = match &r.vips_excluded {
+            None => Vec::new(),
+            Some(x) => x
+                .get_ref()
+                .iter()
+                .map(|s| self.vip(s, x.span()))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         let v6 = vips[0].addr.is_ipv6();
         if version == Version::V2 && v6 {
             return Err(self.err(
@@ -343,6 +360,7 @@ impl Validator<'_> {
             version,
             advert_interval,
             vips,
+            vips_excluded,
             preempt: r.preempt.as_ref().is_none_or(|p| *p.get_ref()),
             preempt_delay: self.duration(&r.preempt_delay, Duration::ZERO, "preempt_delay")?,
             auth_pass,

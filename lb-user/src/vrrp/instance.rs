@@ -346,7 +346,7 @@ impl Instance {
     }
 
     fn announce_round(&mut self) {
-        for v in &self.s.cfg.vips {
+        for v in self.s.cfg.held() {
             if let Err(e) = self.announcer.announce(v.addr) {
                 tracing::warn!(instance = %self.s.cfg.name, vip = %v.addr, error = %e, "announcing a VIP failed");
             }
@@ -378,7 +378,7 @@ impl Instance {
                             let _ = ready.await;
                         }
                     }
-                    for v in self.s.cfg.vips.clone() {
+                    for v in self.s.cfg.held().copied().collect::<Vec<_>>() {
                         if let Err(e) = addrs::add(&self.net, self.s.ifindex, v).await {
                             tracing::error!(instance = %self.s.cfg.name, vip = %v.addr, error = %e, "adding a VIP failed");
                         }
@@ -390,7 +390,7 @@ impl Instance {
                 Action::RemoveVips => {
                     self.garp_at = None;
                     self.refresh_at = None;
-                    for v in self.s.cfg.vips.clone() {
+                    for v in self.s.cfg.held().copied().collect::<Vec<_>>() {
                         if let Err(e) = addrs::remove(&self.net, self.s.ifindex, v).await {
                             tracing::error!(instance = %self.s.cfg.name, vip = %v.addr, error = %e, "removing a VIP failed");
                         }

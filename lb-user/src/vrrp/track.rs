@@ -92,6 +92,7 @@ mod tests {
             version: Version::V3,
             advert_interval: Duration::from_secs(1),
             vips: vec![],
+            vips_excluded: vec![],
             preempt: true,
             preempt_delay: Duration::ZERO,
             auth_pass: None,
