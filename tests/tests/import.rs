@@ -202,6 +202,49 @@ backends = [
     }
 }
 
+#[test]
+fn a_unicast_vrrp_pair_converts_with_keepalived_defaults() {
+    let out = import(&data("pair/keepalived.conf"), None);
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    // Version 2 (keepalived's default), advert_int 1.4 rounded to 1 s, the
+    // interface from the instance, the excluded VIP kept apart.
+    let want = r#"# Imported from keepalived.conf by `lb import-keepalived`; read the report it printed.
+[agent]
+interface = "eth1"
+
+[[vrrp]]
+name = "VI_9"
+preempt = false
+interface = "eth1"
+vrid = 9
+priority = 120
+garp_refresh = "1m"
+version = 2
+advert_interval = "1s"
+auth_pass = "s3cret"
+vips = ["203.0.113.20/24"]
+vips_excluded = ["203.0.113.21"]
+unicast_peers = ["198.51.100.5"]
+track_interfaces = ["eth0"]
+"#;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    for (line, what) in [
+        (3, "state BACKUP"),
+        (9, "unicast_src_ip"),
+        (27, "garp_master_delay: no equivalent"),
+        (28, "notify_master: no equivalent"),
+    ] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains(&format!("keepalived.conf:{line}: {what}"))),
+            "no line {line}: {what} in:\n{report}"
+        );
+    }
+    assert_eq!(report.lines().count(), 4, "{report}");
+}
+
 /// keepalived.conf for one lab node: a DR web service over the lab's
 /// backends with HTTP_GET checks, and the VRRP instance moving the VIP.
 const LAB_CONF: &str = r#"global_defs {

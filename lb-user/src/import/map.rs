@@ -207,10 +207,13 @@ fn instance(out: &mut Out, n: &Node, default_version: u8, scripts: &HashMap<Stri
     let mut track_if: Vec<String> = Vec::new();
     let mut track_scripts: Vec<String> = Vec::new();
     let mut auth: Option<(String, At)> = None;
+    let iface = child(n, "interface").map(|c| c.arg().to_string());
     let addr_list = |c: &Node, into: &mut Vec<String>, out: &mut Out| {
         for a in &c.children {
             into.push(q(&a.key));
-            if !a.args.is_empty() {
+            let on_iface =
+                matches!(a.args.as_slice(), [d, i] if d == "dev" && Some(i) == iface.as_ref());
+            if !a.args.is_empty() && !on_iface {
                 out.note(
                     &a.at,
                     format!(
