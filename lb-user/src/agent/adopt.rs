@@ -45,7 +45,7 @@ fn ramp_start(h: &BackendHealth, warmup: Duration, now: Instant) -> Option<Insta
 }
 
 /// The state to start from, given what the maps hold for each backend.
-pub fn seed(cfg: &Config, adopted: &[(Key, Backend, BackendHealth)], now: Instant) -> Seed {
+pub fn seed(cfg: &Config, adopted: &[(Key, Backend, Option<BackendHealth>)], now: Instant) -> Seed {
     let mut s = Seed::default();
     for (key, b, h) in adopted {
         let Some((svc, bc)) = cfg.services.iter().find_map(|svc| {
@@ -59,15 +59,10 @@ pub fn seed(cfg: &Config, adopted: &[(Key, Backend, BackendHealth)], now: Instan
         if b.flags & BACKEND_HAS_MAC != 0 {
             s.macs.insert((b.ifindex, key.1), b.mac);
         }
-        let published = *h != BackendHealth::default();
-        if published {
+        if let Some(h) = h {
             s.records.push((*key, *h));
         }
-        let since = if published {
-            ramp_start(h, svc.warmup, now)
-        } else {
-            None
-        };
+        let since = h.as_ref().and_then(|h| ramp_start(h, svc.warmup, now));
         if bc.check.probe == Probe::None {
             if let Some(t) = since {
                 s.added.insert(*key, t);
@@ -76,7 +71,7 @@ pub fn seed(cfg: &Config, adopted: &[(Key, Backend, BackendHealth)], now: Instan
         }
         // Only a verdict from a check counts; a backend that had none (or
         // none yet) starts as a new one would.
-        if !published || h.kind == CHECK_NONE || h.state == HEALTH_UNKNOWN {
+        if !h.is_some_and(|h| h.kind != CHECK_NONE && h.state != HEALTH_UNKNOWN) {
             continue;
         }
         let up = b.flags & BACKEND_HEALTHY != 0;
@@ -125,15 +120,21 @@ backends = [
         }
     }
 
-    fn record(state: u8, kind: u8, weight: u32, effective: u32, warming: bool) -> BackendHealth {
-        BackendHealth {
+    fn record(
+        state: u8,
+        kind: u8,
+        weight: u32,
+        effective: u32,
+        warming: bool,
+    ) -> Option<BackendHealth> {
+        Some(BackendHealth {
             state,
             kind,
             weight,
             effective_milli: effective,
             warming: warming as u8,
             ..Default::default()
-        }
+        })
     }
 
     #[test]

@@ -22,7 +22,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{addr, maps::Pinned, vrrp::codec::drops_by_name};
+use crate::{addr, cmd::show::effective_milli, maps::Pinned, vrrp::codec::drops_by_name};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -163,13 +163,10 @@ impl Collector for FromMaps {
                 let a = addr::from_bytes(&be.addr, be.family).to_string();
                 let l = one(&[("service", &name), ("backend", &a)]);
                 let st = p.backend_stats(id);
-                let h = p.health(id).unwrap_or_default();
+                let published = p.health(id);
+                let effective = effective_milli(&be, published.as_ref()) as f64 / 1000.0;
+                let h = published.unwrap_or_default();
                 let checked = h.kind != lb_common::health::CHECK_NONE;
-                let effective = if h.weight != 0 || h.effective_milli != 0 {
-                    h.effective_milli as f64 / 1000.0
-                } else {
-                    be.weight as f64
-                };
                 let up = be.flags & BACKEND_USABLE == BACKEND_USABLE
                     && (!checked || h.state == HEALTH_UP);
                 b[0].push((l.clone(), st.packets as f64));

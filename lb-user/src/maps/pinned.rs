@@ -178,9 +178,14 @@ impl Pinned {
             .collect()
     }
 
-    /// Check status of backend `id`, if the agent published one.
+    /// Check status of backend `id`, if the agent published one (an
+    /// all-zero record is an unused slot).
     pub fn health(&self, id: u32) -> Option<BackendHealth> {
-        self.health.as_ref()?.get(&id, 0).ok()
+        self.health
+            .as_ref()?
+            .get(&id, 0)
+            .ok()
+            .filter(|h| *h != BackendHealth::default())
     }
 
     pub fn backend_stats(&self, id: u32) -> Counter {

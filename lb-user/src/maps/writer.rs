@@ -158,12 +158,17 @@ impl Writer {
 
     /// What a previous agent left for each backend: its entry (flags, MAC)
     /// and its health record, so a restart carries on from there.
-    pub fn adopted(&self) -> Vec<(Key, Backend, BackendHealth)> {
+    /// (An all-zero health record is an unused slot: None.)
+    pub fn adopted(&self) -> Vec<(Key, Backend, Option<BackendHealth>)> {
         self.services
             .iter()
             .flat_map(|(k, s)| {
                 s.backends.iter().map(move |(a, (id, b))| {
-                    let h = self.health_map.get(id, 0).unwrap_or_default();
+                    let h = self
+                        .health_map
+                        .get(id, 0)
+                        .ok()
+                        .filter(|h| *h != BackendHealth::default());
                     ((*k, *a), *b, h)
                 })
             })

@@ -104,11 +104,6 @@ pub fn effective_milli(b: &Backend, h: Option<&BackendHealth>) -> u64 {
     h.map_or(b.weight as u64 * 1000, |h| h.effective_milli as u64)
 }
 
-/// A backend's health record, if the agent published one.
-pub fn health(p: &Pinned, id: u32) -> Option<BackendHealth> {
-    p.health(id).filter(|h| *h != BackendHealth::default())
-}
-
 impl Backends {
     pub fn read(p: &Pinned) -> Result<Self> {
         let mut backends = Vec::new();
@@ -116,7 +111,7 @@ impl Backends {
             for (id, b) in p.backends(m.id)? {
                 let a = addr::from_bytes(&b.addr, b.family);
                 let st = p.backend_stats(id);
-                let h = health(p, id);
+                let h = p.health(id);
                 let state = backend_state(&b, h.as_ref());
                 backends.push(BackendRow {
                     key,

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::{config::Config, maps::Pinned};
 
-pub use backends::{Backends, backend_state};
+pub use backends::{Backends, backend_state, effective_milli};
 pub use services::Services;
 pub use vrrp::Vrrp;
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{
     View,
-    backends::{effective_milli, health, state},
+    backends::{effective_milli, state},
     render::{self, Col, Row, left, right},
     services::scheduler_name,
 };
@@ -56,14 +56,14 @@ impl Table {
         let total_weight: u64 = backends
             .iter()
             .filter(|(_, b)| state(b) == "up")
-            .map(|(id, b)| effective_milli(b, health(p, *id).as_ref()))
+            .map(|(id, b)| effective_milli(b, p.health(*id).as_ref()))
             .sum();
         let rows = backends
             .iter()
             .map(|(id, b)| {
                 let s = shares.get(id).copied().unwrap_or_default();
                 let wanted = if state(b) == "up" && total_weight > 0 {
-                    effective_milli(b, health(p, *id).as_ref()) as f64 / total_weight as f64
+                    effective_milli(b, p.health(*id).as_ref()) as f64 / total_weight as f64
                 } else {
                     0.0
                 };
