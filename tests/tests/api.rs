@@ -11,7 +11,7 @@ use std::{
 
 use lb_tests::{
     http,
-    lab::{self, Lab, LabSpec, VIP4},
+    lab::{self, Lab, LabSpec},
     netns, require,
 };
 
@@ -74,7 +74,7 @@ fn metrics_status_and_healthz_and_a_real_prometheus_scrape() {
     assert_eq!(fetch(&lab, API, "/nope", None).0, 404);
 
     // Traffic through the VIP, so the counters move.
-    let vip: SocketAddr = format!("{VIP4}:80").parse().unwrap();
+    let vip = lab::vip();
     let answered = netns::in_ns(&lab.ns("c"), move || {
         (0..30).filter(|_| http::get(vip).is_ok()).count()
     })

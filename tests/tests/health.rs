@@ -1,13 +1,10 @@
 //! Health checks end to end: real servers in the backend namespaces, the
 //! agent in lb1, a client opening new connections to the VIP throughout.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use lb_tests::{
-    lab::{self, Lab, LabSpec, VIP4},
+    lab::{self, Lab, LabSpec},
     netns, require,
     traffic::{Traffic, between, share},
 };
@@ -17,9 +14,7 @@ const B1: &str = "198.51.100.11";
 const B2: &str = "198.51.100.12";
 const B3: &str = "198.51.100.13";
 
-fn vip() -> SocketAddr {
-    format!("{VIP4}:80").parse().unwrap()
-}
+use lb_tests::lab::vip;
 
 /// A lab whose services carry `extra` (check, warmup), serving, with every
 /// IPv4 backend up.

@@ -11,7 +11,7 @@ use std::{
 
 use lb_tests::{
     http,
-    lab::{self, Lab, VIP4},
+    lab::{self, Lab},
     netns, require,
     vrrp_lab::{two_balancers, wait_state},
 };
@@ -295,7 +295,7 @@ virtual_server 203.0.113.10 80 {
 "#;
 
 fn answered(l: &Lab) -> Result<String, String> {
-    let vip = format!("{VIP4}:80").parse().unwrap();
+    let vip = lab::vip();
     http::get_until(&l.ns("c"), vip, Duration::from_secs(10), |_| true)
 }
 

@@ -3,20 +3,17 @@
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     process::Command,
     time::{Duration, Instant},
 };
 
 use lb_tests::{
     http::{self, Conn},
-    lab::{self, CLIENT4, LabSpec, VIP4},
+    lab::{self, CLIENT4, LabSpec},
     netns, require,
 };
 
-fn vip() -> SocketAddr {
-    format!("{VIP4}:80").parse().unwrap()
-}
+use lb_tests::lab::vip;
 
 /// `n` GETs on new connections from fixed source ports starting at `port0`:
 /// the ports fix the flow hashes, so the outcome does not depend on which

@@ -6,15 +6,12 @@
 use std::time::{Duration, Instant};
 
 use lb_tests::{
-    lab::VIP4,
     require,
     traffic::Traffic,
     vrrp_lab::{fast_pair, forwarded_by, wait_state},
 };
 
-fn vip() -> std::net::SocketAddr {
-    format!("{VIP4}:80").parse().unwrap()
-}
+use lb_tests::lab::vip;
 
 #[test]
 fn a_restarted_higher_priority_node_takes_the_vip_back_within_master_down_interval() {

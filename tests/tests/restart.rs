@@ -13,7 +13,7 @@ use std::{
 use lb_common::Reason;
 use lb_tests::{
     held::Held,
-    lab::{self, Lab, LabSpec, VIP4},
+    lab::{self, Lab, LabSpec},
     require,
     traffic::Traffic,
 };
@@ -52,7 +52,7 @@ fn nothing_lost(
     drops: &dyn Fn() -> u64,
     event: impl FnOnce(&mut Lab),
 ) {
-    let vip = format!("{VIP4}:80").parse().unwrap();
+    let vip = lab::vip();
     let mut held = Held::open(&lab.ns("c"), vip, HELD).unwrap();
     let drops_before = drops();
     let traffic = Traffic::start(
@@ -235,7 +235,7 @@ fn an_upgrade_across_a_layout_change_loses_no_connection() {
     );
     // The upgraded agent keeps serving new connections too.
     let served = lb_tests::netns::in_ns(&lab.ns("c"), || {
-        lb_tests::http::get(format!("{VIP4}:80").parse().unwrap()).map_err(|e| e.to_string())
+        lb_tests::http::get(lab::vip()).map_err(|e| e.to_string())
     })
     .unwrap();
     assert!(served.is_ok(), "{served:?}");

@@ -1,17 +1,15 @@
 //! Schedulers with real connections: drain keeps an open connection and
 //! takes no new ones, and an unchanged reload writes no map.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use lb_tests::{
     http::Conn,
-    lab::{self, LabSpec, VIP4},
+    lab::{self, LabSpec},
     netns, require,
 };
 
-fn vip() -> SocketAddr {
-    format!("{VIP4}:80").parse().unwrap()
-}
+use lb_tests::lab::vip;
 
 fn writes(lab: &lab::Lab) -> serde_json::Value {
     lab::lb_show(&["stats", "--pin-dir", lab.pin_dir("lb1").to_str().unwrap()]).unwrap()["writes"]

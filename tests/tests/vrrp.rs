@@ -18,9 +18,7 @@ const INTERVAL: &str = "200ms";
 /// lb2's Master_Down_Interval at priority 100: 3 x 0.2 s + (156/256) x 0.2 s.
 const MASTER_DOWN_LB2: Duration = Duration::from_micros(721_875);
 
-fn vip() -> SocketAddr {
-    format!("{VIP4}:80").parse().unwrap()
-}
+use lb_tests::lab::vip;
 
 /// Start lb1's agent again with its config (and pins) as process lb1-again.
 fn restart_lb1(l: &mut Lab) {

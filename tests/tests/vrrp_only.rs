@@ -14,7 +14,7 @@ use lb_tests::{
 /// Who answers a GET to the VIP from the client, within `wait`.
 fn answered_by(l: &Lab, want: &str, wait: Duration) -> String {
     let want = want.to_string();
-    let vip = format!("{VIP4}:80").parse().unwrap();
+    let vip = lab::vip();
     http::get_until(&l.ns("c"), vip, wait, move |b| b == want).unwrap_or_else(|e| e)
 }
 

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use lb_tests::lab::{self, CLIENT4, Lab, LabSpec, VIP4, VIP6};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -158,23 +158,15 @@ fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
 
 /// Wait until the client gets an answer through the VIP.
 fn wait_serving(l: &Lab) -> Result<()> {
-    let vip = format!("{VIP4}:80").parse()?;
     let wait: u64 = std::env::var("LAB_SERVE_TIMEOUT")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let served = lb_tests::netns::in_ns(&l.ns("c"), move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(wait);
-        while std::time::Instant::now() < deadline {
-            if let Ok(name) = lb_tests::http::get(vip) {
-                return Some(name);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        None
+    let served =
+        lb_tests::http::get_until(&l.ns("c"), lab::vip(), Duration::from_secs(wait), |_| true);
+    let name = served.map_err(|e| {
+        anyhow::anyhow!("the VIP did not answer within {wait} s: {e} (agent log above)")
     })?;
-    let name = served
-        .with_context(|| format!("the VIP did not answer within {wait} s (agent log above)"))?;
     say!("lab: client {CLIENT4} -> {VIP4}:80 answered by {name}");
     Ok(())
 }

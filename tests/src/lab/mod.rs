@@ -27,6 +27,11 @@ pub const LAN6: &str = "2001:db8:1";
 pub const VIP4: &str = "203.0.113.10";
 pub const VIP6: &str = "2001:db8:f::10";
 pub const CLIENT4: &str = "198.51.100.2";
+
+/// The lab's IPv4 VIP, port 80: where clients connect.
+pub fn vip() -> std::net::SocketAddr {
+    std::net::SocketAddr::new(VIP4.parse().expect("VIP4 is an address"), 80)
+}
 /// Where labs keep configs, logs and pids.
 pub const RUN_DIR: &str = "/run/lb-lab";
 /// In a lab's run directory: the pid of the process holding its `Lab`

@@ -8,8 +8,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use super::{Lab, LabSpec, VIP4, bin};
-use crate::netns;
+use super::{Lab, LabSpec, bin};
 
 /// A lab with `lb run` in lb1 serving the default services, ready: the
 /// client has been answered through the VIP.
@@ -41,20 +40,13 @@ pub fn serving_agent(
     let mut lab = Lab::up(spec, &bin("LAB_HTTP_BIN", "lab-http")?, false)?;
     let cfg = lab.write_config_with("lb1", agent, &services(&lab))?;
     lab.start_agent_as("lb1", "lb1", &bin("LB_BIN", "lb")?, &cfg, extra)?;
-    let vip: std::net::SocketAddr = format!("{VIP4}:80").parse()?;
-    let ok = netns::in_ns(&lab.ns("c"), move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if crate::http::get(vip).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    })?;
-    if !ok {
+    let served =
+        crate::http::get_until(&lab.ns("c"), super::vip(), Duration::from_secs(20), |_| {
+            true
+        });
+    if let Err(e) = served {
         bail!(
-            "the VIP was not served within 20 s; agent log:\n{}",
+            "the VIP was not served within 20 s ({e}); agent log:\n{}",
             lab.log("lb1")
         );
     }
