@@ -41,8 +41,14 @@ pub const OWN_MAC: &str = "OWN_MAC";
 /// the same.
 pub const SLOT_SUMS: &str = "SLOT_SUMS";
 
+/// One Tunnel: outer sources and the GUE port for tunnel services.
+pub const TUNNEL: &str = "TUNNEL";
+
+/// Per-CPU IcmpBudget: the ICMP too-big rate limit.
+pub const ICMP_BUDGET: &str = "ICMP_BUDGET";
+
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 17] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -58,6 +64,8 @@ pub const ALL_MAPS: [&str; 15] = [
     ACTIVE,
     OWN_MAC,
     SLOT_SUMS,
+    TUNNEL,
+    ICMP_BUDGET,
 ];
 
 /// The XDP entry point.
@@ -67,6 +75,17 @@ pub const PROG_LB: &str = "lb_xdp";
 pub const PROG_XDP_PASS: &str = "xdp_pass";
 /// Benchmark floor: parse to L4 and XDP_TX.
 pub const PROG_BENCH_FLOOR: &str = "bench_floor";
+
+/// The backend side (`lb realserver`): its own object, `lb-decap`.
+pub const PROG_DECAP: &str = "lb_decap";
+/// ServiceKey (VIP, port 0, proto 0) -> 1: inner destinations to decapsulate.
+pub const DECAP_VIPS: &str = "DECAP_VIPS";
+/// One DecapConfig.
+pub const DECAP_CONFIG: &str = "DECAP_CONFIG";
+/// Per-CPU counters per DecapReason.
+pub const DECAP_STATS: &str = "DECAP_STATS";
+/// `lb realserver`'s pins, one directory per interface below it.
+pub const DEFAULT_REALSERVER_PIN_DIR: &str = "/sys/fs/bpf/lb-realserver";
 
 /// Default pin directory. The maps live in its subdirectory
 /// `v{LAYOUT_VERSION}`; an agent that finds another version's pins there
@@ -79,8 +98,9 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
 /// agent migrates an older one's entries by their common prefix.
 /// v2: REASON_STATS grew pass_standby; ServiceMeta grew per-slot lengths.
 /// v3: REASON_STATS grew pass_not_ours; OWN_MAC, SLOT_SUMS.
+/// v4: REASON_STATS grew the tunnel reasons; TUNNEL, ICMP_BUDGET.
 #[cfg(not(feature = "layout-test"))]
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// A build whose FlowValue has one more field, for the upgrade test.
 #[cfg(feature = "layout-test")]
 pub const LAYOUT_VERSION: u32 = 1003;
@@ -92,5 +112,7 @@ pub const LINK_PIN: &str = "link";
 pub const DEFAULT_FLOWS: u32 = 1_048_576;
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
+/// The most `max_backends` may be (a tunnel job packs an id in 24 bits).
+pub const MAX_BACKENDS: u32 = 1 << 20;
 /// Maglev table size M: prime, about 65 x 1000 backends.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;

@@ -129,28 +129,48 @@ const _: () = assert!((1u64 << RING_SEARCH_STEPS) > RING_MAX_POINTS as u64);
 pub enum Forward {
     /// Direct routing: rewrite the MACs (LVS-DR).
     Dr = 0,
+    /// An outer IP header to the backend (IPIP, IP6IP6 or 4in6; LVS-TUN).
+    Ipip = 1,
+    /// The same inside UDP: GUE variant 1 (RFC 8086), direct IP.
+    Gue = 2,
 }
 
 pub const FORWARD_DR: u8 = Forward::Dr as u8;
+pub const FORWARD_IPIP: u8 = Forward::Ipip as u8;
+pub const FORWARD_GUE: u8 = Forward::Gue as u8;
+
+/// Katran's GUE port: the default of `[agent] gue_port` and of
+/// `lb realserver --gue-port`.
+pub const DEFAULT_GUE_PORT: u16 = 6080;
 
 impl Forward {
-    pub const ALL: [Forward; 1] = [Forward::Dr];
+    pub const ALL: [Forward; 3] = [Forward::Dr, Forward::Ipip, Forward::Gue];
 
     pub const fn name(self) -> &'static str {
         match self {
             Forward::Dr => "dr",
+            Forward::Ipip => "ipip",
+            Forward::Gue => "gue",
         }
     }
 
     pub const fn from_id(id: u8) -> Option<Self> {
         match id {
             FORWARD_DR => Some(Forward::Dr),
+            FORWARD_IPIP => Some(Forward::Ipip),
+            FORWARD_GUE => Some(Forward::Gue),
             _ => None,
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Whether packets reach the backend inside an outer header, routed by
+    /// the FIB (no MAC of the backend needed).
+    pub const fn tunnel(self) -> bool {
+        !matches!(self, Forward::Dr)
     }
 }
 

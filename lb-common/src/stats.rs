@@ -36,9 +36,21 @@ pub enum Reason {
     /// (another host's unicast, broadcast, multicast): another machine's
     /// to answer, so it is never balanced here.
     PassNotOurs = 12,
+    /// A tunnel service's backend has no route or no resolved next hop in
+    /// the FIB: passed to the kernel, never dropped silently.
+    PassFibMiss = 13,
+    /// The encapsulated packet would exceed the egress MTU: the client got
+    /// ICMP Fragmentation Needed / Packet Too Big from XDP.
+    TxTooBig = 14,
+    /// Too big for the tunnel and IPv4 without DF: left to the kernel.
+    PassTooBig = 15,
+    /// Too big, but this CPU's ICMP budget for the second is spent.
+    DropTooBigLimited = 16,
+    /// Forwarded through a tunnel (counted besides its flow hit or miss).
+    Encapsulated = 17,
 }
 
-pub const REASON_COUNT: u32 = 13;
+pub const REASON_COUNT: u32 = 18;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -55,6 +67,11 @@ impl Reason {
         Reason::DropNoRoute,
         Reason::PassStandby,
         Reason::PassNotOurs,
+        Reason::PassFibMiss,
+        Reason::TxTooBig,
+        Reason::PassTooBig,
+        Reason::DropTooBigLimited,
+        Reason::Encapsulated,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -72,6 +89,11 @@ impl Reason {
             Reason::DropNoRoute => "drop_no_route",
             Reason::PassStandby => "pass_standby",
             Reason::PassNotOurs => "pass_not_ours",
+            Reason::PassFibMiss => "pass_fib_miss",
+            Reason::TxTooBig => "tx_too_big",
+            Reason::PassTooBig => "pass_too_big",
+            Reason::DropTooBigLimited => "drop_too_big_limited",
+            Reason::Encapsulated => "encapsulated",
         }
     }
 }

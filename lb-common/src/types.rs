@@ -20,7 +20,7 @@ pub const NO_BACKEND: u32 = u32::MAX;
 
 /// `Backend::flags`.
 pub const BACKEND_CONFIGURED: u32 = 1;
-/// The backend's MAC is known.
+/// The backend's MAC (DR) or its next hop's (tunnels) is known.
 pub const BACKEND_HAS_MAC: u32 = 1 << 1;
 /// The backend passes its health check (or has none).
 pub const BACKEND_HEALTHY: u32 = 1 << 2;
@@ -124,6 +124,9 @@ pub struct Backend {
     pub weight: u32,
     pub family: u8,
     pub _pad: [u8; 3],
+    /// Where frames go first, for `lb show`: the backend itself (DR) or
+    /// the router the FIB chose (tunnels). `mac` is this hop's MAC.
+    pub via: [u8; 16],
 }
 
 impl Backend {
@@ -132,6 +135,42 @@ impl Backend {
         self.flags & BACKEND_USABLE == BACKEND_USABLE
     }
 }
+
+/// `TUNNEL`'s value: how tunnel services build the outer header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Tunnel {
+    /// Outer IPv4 source (`[agent] tunnel_source`).
+    pub src4: [u8; 4],
+    /// Bits of src4 (as a big-endian u32) replaced by the flow hash, so a
+    /// backend's NIC spreads flows over its queues (0 = a fixed source).
+    pub hash_mask4: u32,
+    /// Outer IPv6 source.
+    pub src6: [u8; 16],
+    /// The same for the last 32 bits of src6.
+    pub hash_mask6: u32,
+    /// GUE's UDP destination port.
+    pub gue_port: u16,
+    /// TUNNEL_V4 | TUNNEL_V6: which sources are configured.
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// `Tunnel::flags`.
+pub const TUNNEL_V4: u8 = 1;
+pub const TUNNEL_V6: u8 = 1 << 1;
+
+/// `ICMP_BUDGET`'s per-CPU value: ICMP too-big answers sent in the current
+/// one-second window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct IcmpBudget {
+    pub window_start_ns: u64,
+    pub sent: u64,
+}
+
+/// ICMP too-big answers per CPU per second; more are dropped and counted.
+pub const ICMP_TOO_BIG_PER_SEC: u64 = 100;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -164,6 +203,8 @@ mod user {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for AgentStats {}
     unsafe impl aya::Pod for OwnMac {}
+    unsafe impl aya::Pod for Tunnel {}
+    unsafe impl aya::Pod for IcmpBudget {}
 }
 
 #[cfg(test)]
@@ -180,7 +221,9 @@ mod tests {
         #[cfg(not(feature = "layout-test"))]
         assert_eq!(size_of::<FlowValue>(), 16);
         assert_eq!(size_of::<OwnMac>(), 8);
-        assert_eq!(size_of::<Backend>(), 48);
+        assert_eq!(size_of::<Backend>(), 64);
         assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<Tunnel>(), 32);
+        assert_eq!(size_of::<IcmpBudget>(), 16);
     }
 }

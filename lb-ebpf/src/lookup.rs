@@ -35,11 +35,12 @@ pub fn service(key: &FlowKey) -> Option<ServiceMeta> {
     unsafe { SERVICES.get(sk) }.copied()
 }
 
-/// Backend `id`, if it may receive packets.
+/// Backend `id`, if it may receive packets: the map's own value (a copy
+/// would cost the stack a tunnel needs).
 #[inline(always)]
-pub fn backend(id: u32) -> Option<Backend> {
+pub fn backend(id: u32) -> Option<&'static Backend> {
     match BACKENDS.get(id) {
-        Some(b) if b.usable() => Some(*b),
+        Some(b) if b.usable() => Some(b),
         _ => None,
     }
 }
@@ -60,7 +61,11 @@ pub fn active_add(id: u32, d: i64) {
 /// (or that belongs to another service) stops counting and gets `None`: the
 /// caller places it again.
 #[inline(always)]
-pub fn remembered(key: &FlowKey, svc: &ServiceMeta, closing: bool) -> Option<(u32, Backend)> {
+pub fn remembered(
+    key: &FlowKey,
+    svc: &ServiceMeta,
+    closing: bool,
+) -> Option<(u32, &'static Backend)> {
     let v = FLOWS.get_ptr_mut(key)?;
     // SAFETY: the map value stays valid for this program run.
     let v = unsafe { &mut *v };

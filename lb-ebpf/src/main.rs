@@ -6,26 +6,46 @@
 #![allow(internal_features)]
 
 mod forward;
+mod icmp;
 mod lookup;
 mod maps;
 mod parse;
 mod select;
 mod stats;
+mod tunnel;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{NO_BACKEND, Reason, SERVICE_STANDBY};
+use lb_common::{
+    FORWARD_DR, FORWARD_GUE, FlowKey, NO_BACKEND, Reason, SERVICE_STANDBY, ServiceMeta,
+};
 use network_types::eth::EthHdr;
 
 use crate::maps::TABLES;
 
 /// The balancer: VIP traffic goes to a backend, everything else passes.
+/// Deciding and tunnelling are separate BPF functions called one after the
+/// other, so their stacks are never needed at once (BPF allows 512 bytes
+/// for a whole call chain).
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    match try_lb(&ctx) {
-        Ok(action) => action,
+    let next = decide(&ctx);
+    if !tunnel::Job::is_job(next) {
+        return next as u32;
+    }
+    match tunnel::Sent::from_raw(tunnel::forward(&ctx, next)) {
+        tunnel::Sent::Action(a) => a,
+        tunnel::Sent::TooBig(mtu) => icmp::too_big(&ctx, tunnel::Job::unpack(next).l3_off, mtu),
+    }
+}
+
+/// An XDP action, or a packed `tunnel::Job` for the caller to run.
+#[inline(never)]
+fn decide(ctx: &XdpContext) -> u64 {
+    match try_lb(ctx) {
+        Ok(next) => next,
         Err((reason, action)) => {
             stats::reason(reason);
-            action
+            action as u64
         }
     }
 }
@@ -33,7 +53,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 /// parse -> service -> remembered flow or a fresh selection -> forward.
 /// Every exit names its reason (an `Err` is counted by the caller).
 #[inline(always)]
-fn try_lb(ctx: &XdpContext) -> Result<u32, (Reason, u32)> {
+fn try_lb(ctx: &XdpContext) -> Result<u64, (Reason, u32)> {
     const PASS: u32 = xdp_action::XDP_PASS;
     let eth: *const EthHdr = parse::ptr_at(ctx, 0).map_err(|r| (r, PASS))?;
     // SAFETY: ptr_at checked the bounds.
@@ -52,19 +72,37 @@ fn try_lb(ctx: &XdpContext) -> Result<u32, (Reason, u32)> {
         }
         None => {
             let no_backend = (Reason::DropNoBackend, xdp_action::XDP_DROP);
-            let at = select::select(&p.key, &svc, p.opening).ok_or(no_backend)?;
-            let id = *TABLES.get(at).ok_or(no_backend)?;
-            if id == NO_BACKEND {
-                return Err(no_backend);
-            }
+            let id = place(&p.key, &svc, p.opening, p.closing);
             let b = lookup::backend(id).ok_or(no_backend)?;
-            lookup::remember(&p.key, &svc, id, p.closing);
             stats::reason(Reason::FwdFlowMiss);
             (id, b)
         }
     };
     stats::forwarded(svc.id, id, (ctx.data_end() - ctx.data()) as u64);
-    Ok(forward::direct(ctx, &backend))
+    if svc.forward == FORWARD_DR {
+        return Ok(forward::direct(ctx, backend) as u64);
+    }
+    Ok(tunnel::Job {
+        backend: id,
+        hash: lb_common::flow_hash(&p.key, lb_common::HASH_5TUPLE),
+        l3_off: p.l3_off,
+        gue: svc.forward == FORWARD_GUE,
+    }
+    .pack())
+}
+
+/// A new flow's backend id (NO_BACKEND if none), remembered.
+#[inline(always)]
+fn place(key: &FlowKey, svc: &ServiceMeta, opening: bool, closing: bool) -> u32 {
+    let Some(at) = select::select(key, svc, opening) else {
+        return NO_BACKEND;
+    };
+    let id = match TABLES.get(at) {
+        Some(&id) if id != NO_BACKEND && lookup::backend(id).is_some() => id,
+        _ => return NO_BACKEND,
+    };
+    lookup::remember(key, svc, id, closing);
+    id
 }
 
 /// Passes everything: the benchmark's empty baseline, and the program a lab
@@ -78,7 +116,7 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_floor(ctx: XdpContext) -> u32 {
     match parse::parse(&ctx) {
-        Ok(p) => forward::swap_macs(&ctx, p.l3_off),
+        Ok(_) => forward::swap_macs(&ctx),
         Err(_) => xdp_action::XDP_PASS,
     }
 }

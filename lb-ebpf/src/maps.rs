@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    AgentStats, Backend, BackendHealth, Counter, FlowKey, FlowValue, OwnMac, ServiceKey,
-    ServiceMeta, VrrpStatus,
+    AgentStats, Backend, BackendHealth, Counter, FlowKey, FlowValue, IcmpBudget, OwnMac,
+    ServiceKey, ServiceMeta, Tunnel, VrrpStatus,
     names::{DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_TABLE_SIZE},
     stats::REASON_COUNT,
     vrrp::MAX_VRRP,
@@ -66,3 +66,15 @@ pub static OWN_MAC: Array<OwnMac> = Array::pinned(1, 0);
 // least-conn and shortest-response compare.
 #[map]
 pub static ACTIVE: Array<u64> = Array::pinned(DEFAULT_MAX_BACKENDS, 0);
+
+// Outer sources and the GUE port of tunnel services.
+#[map]
+pub static TUNNEL: Array<Tunnel> = Array::pinned(1, 0);
+
+// ICMP too-big answers sent this second, per CPU.
+#[map]
+pub static ICMP_BUDGET: PerCpuArray<IcmpBudget> = PerCpuArray::pinned(1, 0);
+
+// The FIB request of a tunnelled packet: 64 bytes the stack cannot spare.
+#[map]
+pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);

@@ -17,11 +17,13 @@ use network_types::{
     vlan::VlanHdr,
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
 /// IPv4 flags+offset: MF bit and the 13-bit fragment offset.
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+/// IPv4 flags+offset: don't fragment.
+pub const IP_DF: u16 = 0x4000;
 /// RFC 9293 §3.1: the data offset counts 32-bit words, 5 (no options) to 15.
 const TCP_DOFF_MIN: usize = 5;
 /// Byte of the TCP header whose high nibble is the data offset.
@@ -29,6 +31,24 @@ const TCP_DOFF_BYTE: usize = 12;
 
 // IPv6 extension headers (RFC 8200 section 4, IANA "IPv6 Extension Header Types").
 const IPV6_EXT_HEADERS: [u8; 9] = [0, 43, 44, 50, 51, 60, 135, 139, 140];
+
+/// An IP header's facts the forwarders need.
+#[derive(Clone, Copy)]
+pub struct Ip {
+    /// Protocol / next header.
+    pub proto: u8,
+    /// Offset and length of what follows the IP header(s).
+    pub l4_off: usize,
+    pub l4_len: usize,
+    /// The whole IP packet's length (headers included).
+    pub len: usize,
+    /// IPv4 TOS / IPv6 traffic class (DSCP and ECN).
+    pub tos: u8,
+    /// TTL / hop limit.
+    pub ttl: u8,
+    /// IPv4 DF; IPv6 is never fragmented on the way.
+    pub df: bool,
+}
 
 pub struct Parsed {
     pub key: FlowKey,
@@ -51,25 +71,91 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*const T, Reason> {
     Ok((start + off) as *const T)
 }
 
+/// The IP header facts of an already parsed frame, read again where a
+/// forwarder needs them (passing them along would cost the caller stack).
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
+pub fn facts(ctx: &XdpContext, l3_off: usize) -> Result<Ip, Reason> {
+    // SAFETY (below): ptr_at checked the bounds of each header read.
+    if is_v6(ctx, l3_off) {
+        let ip: *const Ipv6Hdr = ptr_at(ctx, l3_off)?;
+        let (vcf, payload, hop) = unsafe {
+            (
+                (*ip).vcf,
+                u16::from_be_bytes((*ip).payload_len) as usize,
+                (*ip).hop_limit,
+            )
+        };
+        return Ok(Ip {
+            proto: 0,
+            l4_off: 0,
+            l4_len: payload,
+            len: Ipv6Hdr::LEN + payload,
+            tos: (vcf[0] << 4) | (vcf[1] >> 4),
+            ttl: hop,
+            df: true,
+        });
+    }
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off)?;
+    let (total, frags, tos, ttl) = unsafe {
+        (
+            u16::from_be_bytes((*ip).tot_len) as usize,
+            u16::from_be_bytes((*ip).frags),
+            (*ip).tos,
+            (*ip).ttl,
+        )
+    };
+    Ok(Ip {
+        proto: 0,
+        l4_off: 0,
+        l4_len: 0,
+        len: total,
+        tos,
+        ttl,
+        df: frags & IP_DF != 0,
+    })
+}
+
+/// Whether the IP header at `l3_off` is IPv6 (by its version nibble).
+#[inline(always)]
+pub fn is_v6(ctx: &XdpContext, l3_off: usize) -> bool {
+    // SAFETY: ptr_at checked the bounds.
+    ptr_at::<u8>(ctx, l3_off).is_ok_and(|b| unsafe { *b } >> 4 == 6)
+}
+
+/// A `*mut T` at `off`, if all of it lies inside the frame (XDP frames
+/// are writable).
+#[inline(always)]
+pub fn ptr_mut<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, Reason> {
+    ptr_at::<T>(ctx, off).map(|p| p as *mut T)
+}
+
+/// (EtherType, offset of the L3 header): Ethernet and one 802.1Q tag.
+#[inline(always)]
+pub fn l2(ctx: &XdpContext) -> Result<(u16, usize), Reason> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: ptr_at checked the bounds.
-    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
-    let mut l3_off = EthHdr::LEN;
+    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
     if ether_type == ETH_P_8021Q {
-        let vlan: *const VlanHdr = ptr_at(ctx, l3_off)?;
-        ether_type = u16::from_be(unsafe { (*vlan).ether_type });
-        l3_off += VlanHdr::LEN;
+        let vlan: *const VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
+        // SAFETY: as above.
+        let inner = u16::from_be(unsafe { (*vlan).ether_type });
+        return Ok((inner, EthHdr::LEN + VlanHdr::LEN));
     }
+    Ok((ether_type, EthHdr::LEN))
+}
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
+    let (ether_type, l3_off) = l2(ctx)?;
     let frame_len = ctx.data_end() - ctx.data();
     let mut key = FlowKey::default();
     // The L4 segment: where it starts and how long the IP header says it is.
-    let (proto, l4_off, l4_len) = match ether_type {
+    let ip = match ether_type {
         ETH_P_IP => ipv4(ctx, l3_off, frame_len, &mut key)?,
         ETH_P_IPV6 => ipv6(ctx, l3_off, frame_len, &mut key)?,
         _ => return Err(Reason::PassNotIp),
     };
+    let (proto, l4_off, l4_len) = (ip.proto, ip.l4_off, ip.l4_len);
     key.proto = proto;
     let (opening, closing) = match proto {
         PROTO_TCP => {
@@ -117,22 +203,20 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
     })
 }
 
-/// (protocol, L4 offset, L4 length) of an IPv4 packet at `off`.
+/// The IPv4 packet at `off`, which must end by `frame_len`; its addresses
+/// go into `key`.
 #[inline(always)]
-fn ipv4(
-    ctx: &XdpContext,
-    off: usize,
-    frame_len: usize,
-    key: &mut FlowKey,
-) -> Result<(u8, usize, usize), Reason> {
+pub fn ipv4(ctx: &XdpContext, off: usize, frame_len: usize, key: &mut FlowKey) -> Result<Ip, Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
     // SAFETY: ptr_at checked the bounds.
-    let (vihl, total, frags, proto) = unsafe {
+    let (vihl, total, frags, proto, tos, ttl) = unsafe {
         (
             (*ip).vihl,
             u16::from_be_bytes((*ip).tot_len) as usize,
             u16::from_be_bytes((*ip).frags),
             (*ip).proto,
+            (*ip).tos,
+            (*ip).ttl,
         )
     };
     let ihl = (vihl & 0x0f) as usize;
@@ -151,26 +235,31 @@ fn ipv4(
     }
     key.family = FAMILY_V4;
     // ihl <= 15, so the L4 offset stays bounded for the verifier.
-    Ok((proto, off + ihl * 4, total - ihl * 4))
+    Ok(Ip {
+        proto,
+        l4_off: off + ihl * 4,
+        l4_len: total - ihl * 4,
+        len: total,
+        tos,
+        ttl,
+        df: frags & IP_DF != 0,
+    })
 }
 
-/// (next header, L4 offset, L4 length) of an IPv6 packet at `off`.
+/// The IPv6 packet at `off` (fixed header only), as `ipv4`.
 #[inline(always)]
-fn ipv6(
-    ctx: &XdpContext,
-    off: usize,
-    frame_len: usize,
-    key: &mut FlowKey,
-) -> Result<(u8, usize, usize), Reason> {
+pub fn ipv6(ctx: &XdpContext, off: usize, frame_len: usize, key: &mut FlowKey) -> Result<Ip, Reason> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
     // SAFETY: ptr_at checked the bounds.
-    let (vcf0, payload, next) = unsafe {
+    let (vcf, payload, next, hop) = unsafe {
         (
-            (*ip).vcf[0],
+            (*ip).vcf,
             u16::from_be_bytes((*ip).payload_len) as usize,
             (*ip).next_hdr,
+            (*ip).hop_limit,
         )
     };
+    let vcf0 = vcf[0];
     if vcf0 >> 4 != 6 {
         return Err(Reason::PassMalformed);
     }
@@ -185,5 +274,13 @@ fn ipv6(
         key.dst = (*ip).dst_addr;
     }
     key.family = FAMILY_V6;
-    Ok((next, off + Ipv6Hdr::LEN, payload))
+    Ok(Ip {
+        proto: next,
+        l4_off: off + Ipv6Hdr::LEN,
+        l4_len: payload,
+        len: Ipv6Hdr::LEN + payload,
+        tos: (vcf[0] << 4) | (vcf[1] >> 4),
+        ttl: hop,
+        df: true,
+    })
 }

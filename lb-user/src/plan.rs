@@ -12,7 +12,7 @@ use std::{
 use lb_common::{Forward, HashFields, Scheduler, ServiceKey};
 
 use crate::{
-    agent::neigh::LinkInfo,
+    agent::neigh::{LinkInfo, Route},
     config::{BackendCfg, Config, Probe, Service},
     health::{Key, Status},
 };
@@ -45,8 +45,11 @@ pub struct DesiredBackend {
     /// Egress interface and its MAC (the frame's new source).
     pub ifindex: u32,
     pub src_mac: [u8; 6],
-    /// The backend's MAC, once the neighbour table has it.
+    /// The next hop's MAC (the backend's own in DR), once the neighbour
+    /// table has it.
     pub mac: Option<[u8; 6]>,
+    /// The next hop: the backend (DR) or the route's gateway (tunnels).
+    pub via: Option<IpAddr>,
     pub healthy: bool,
     /// Still ramping up.
     pub warming: bool,
@@ -69,6 +72,8 @@ pub struct Health {
 pub struct HostView {
     pub links: HashMap<String, LinkInfo>,
     pub macs: HashMap<(u32, IpAddr), [u8; 6]>,
+    /// Tunnel backends: the kernel's route to each, and its egress link.
+    pub routes: HashMap<IpAddr, (Route, LinkInfo)>,
     /// Backends with a check; a backend without one is healthy.
     pub health: HashMap<Key, Health>,
     /// When a backend without a check was first seen (its warmup start).
@@ -96,6 +101,22 @@ fn standby(cfg: &Config, host: &HostView, vip: IpAddr) -> bool {
 /// The interface each backend is reached through.
 pub fn egress<'a>(cfg: &'a Config, b: &'a BackendCfg) -> &'a str {
     b.interface.as_deref().unwrap_or(&cfg.agent.interface)
+}
+
+/// The link frames to `b` leave by and the neighbour they go to: the
+/// backend itself on the configured interface (DR), or the route's
+/// next hop (tunnels: the XDP program asks the FIB for the same).
+pub fn next_hop(
+    cfg: &Config,
+    host: &HostView,
+    s: &Service,
+    b: &BackendCfg,
+) -> Option<(LinkInfo, IpAddr)> {
+    if s.forward.tunnel() {
+        host.routes.get(&b.address).map(|(r, l)| (*l, r.via))
+    } else {
+        host.links.get(egress(cfg, b)).map(|l| (*l, b.address))
+    }
 }
 
 /// (healthy, warmup start) of a backend.
@@ -169,7 +190,8 @@ pub fn desired(cfg: &Config, host: &HostView, now: Instant) -> Vec<DesiredServic
                 .backends
                 .iter()
                 .map(|b| {
-                    let link = host.links.get(egress(cfg, b)).copied();
+                    let hop = next_hop(cfg, host, s, b);
+                    let link = hop.map(|(l, _)| l);
                     let ifindex = link.map_or(0, |l| l.ifindex);
                     let (healthy, since) = health_of(host, s, b);
                     let (effective, warming) = if healthy {
@@ -183,7 +205,8 @@ pub fn desired(cfg: &Config, host: &HostView, now: Instant) -> Vec<DesiredServic
                         effective,
                         ifindex,
                         src_mac: link.map_or([0; 6], |l| l.mac),
-                        mac: link.and_then(|l| host.macs.get(&(l.ifindex, b.address)).copied()),
+                        mac: hop.and_then(|(l, via)| host.macs.get(&(l.ifindex, via)).copied()),
+                        via: hop.map(|(_, via)| via),
                         healthy,
                         warming,
                         // Other schedulers' tables must not be rebuilt when a

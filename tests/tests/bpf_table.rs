@@ -36,6 +36,7 @@ fn backend(a: &str, weight: u32, mac: Option<[u8; 6]>) -> DesiredBackend {
         ifindex: LO,
         src_mac: LB_MAC,
         mac,
+        via: None,
         healthy: true,
         effective: weight * 1000,
         warming: false,

@@ -86,6 +86,7 @@ fn desired(svcs: &[Svc]) -> Vec<DesiredService> {
                         src_mac: LB_MAC,
                         // The unusable service's backend has no MAC yet.
                         mac: s.usable.then_some(*m),
+                        via: None,
                         healthy: true,
                         warming: false,
                         rtt_ms: 0,

@@ -201,6 +201,9 @@ fn load_and_attach(cfg: &Config, older: Option<&Path>) -> Result<(Writer, Option
             .with_context(|| format!("migrating the maps of {}", old.display()))?;
         tracing::info!(from = %old.display(), to = %ours.display(), services = c.services, flows = c.flows, table_entries = c.table_entries, entries = c.array_entries, "migrated the previous layout's maps");
     }
+    let mut dp = Writer::new(&mut bpf, sizes)?;
+    // Before the program runs: a tunnel service's first packet needs it.
+    dp.write_tunnel(&cfg.agent.tunnel.record())?;
     if cfg.services.is_empty() {
         // VRRP only (keepalived in front of nginx, say): the maps hold the
         // status `lb show vrrp` reads; no program runs on the interface.
@@ -212,7 +215,7 @@ fn load_and_attach(cfg: &Config, older: Option<&Path>) -> Result<(Writer, Option
         if let Some(old) = older {
             loader::unpin_dir(old);
         }
-        return Ok((Writer::new(&mut bpf, sizes)?, None));
+        return Ok((dp, None));
     }
     let (link, how) = loader::attach(
         &mut bpf,
@@ -232,7 +235,6 @@ fn load_and_attach(cfg: &Config, older: Option<&Path>) -> Result<(Writer, Option
         loader::unpin_dir(old);
         tracing::info!(late_flows = late, "previous layout's pins removed");
     }
-    let dp = Writer::new(&mut bpf, sizes)?;
     Ok((dp, Some(link)))
 }
 
@@ -602,6 +604,28 @@ fn validate_reload(path: &Path, running: &Config) -> Result<Config> {
     Ok(new)
 }
 
+/// Re-read the route to a tunnel backend (and its egress link's MAC).
+async fn refresh_route(net: &Net, host: &mut HostView, addr: std::net::IpAddr) {
+    let route = match net.route(addr).await {
+        Ok(r) => r,
+        Err(e) => {
+            if host.routes.remove(&addr).is_some() {
+                tracing::warn!(backend = %addr, error = %e, "no route to tunnel backend");
+            }
+            return;
+        }
+    };
+    match net.link_by_index(route.ifindex).await {
+        Ok((_, link)) => {
+            let old = host.routes.insert(addr, (route, link));
+            if old.map(|(r, _)| r) != Some(route) {
+                tracing::info!(backend = %addr, via = %route.via, ifindex = route.ifindex, "route to tunnel backend");
+            }
+        }
+        Err(e) => tracing::warn!(backend = %addr, error = %e, "the route's interface is gone"),
+    }
+}
+
 /// Re-read the interfaces and neighbour entries the config needs, and nudge
 /// the kernel to resolve backends without a fresh entry. True when every
 /// backend has a MAC.
@@ -637,22 +661,26 @@ async fn read_host(net: &Net, cfg: &Config, host: &mut HostView) -> bool {
     let mut resolved = true;
     for s in &cfg.services {
         for b in &s.backends {
-            let Some(link) = host.links.get(plan::egress(cfg, b)) else {
+            if s.forward.tunnel() {
+                refresh_route(net, host, b.address).await;
+            }
+            let Some((link, via)) = plan::next_hop(cfg, host, s, b) else {
                 resolved = false;
                 continue;
             };
-            let key = (link.ifindex, b.address);
+            let key = (link.ifindex, via);
             let n = neighbours.get(&key);
             if let Some(mac) = n.and_then(|n| n.mac)
                 && host.macs.insert(key, mac) != Some(mac)
             {
-                tracing::info!(backend = %b.address, mac = %crate::addr::mac(&mac), "backend MAC resolved");
+                tracing::info!(backend = %b.address, via = %via, mac = %crate::addr::mac(&mac), "next hop MAC resolved");
             }
             resolved &= host.macs.contains_key(&key);
             // Keep the last known MAC meanwhile: XDP traffic bypasses the
-            // neighbour subsystem, so entries age to STALE even when in use.
+            // neighbour subsystem, so entries age to STALE even when in use
+            // (and a tunnel's FIB lookup needs the entry to exist).
             if !n.is_some_and(|n| n.fresh)
-                && let Err(e) = net.resolve(link.ifindex, b.address).await
+                && let Err(e) = net.resolve(link.ifindex, via).await
             {
                 tracing::debug!(backend = %b.address, error = %e, "neighbour resolution request failed");
             }

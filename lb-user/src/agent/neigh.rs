@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use netlink_packet_route::{
     link::LinkAttribute,
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState},
@@ -24,6 +24,14 @@ pub struct Neighbour {
     pub mac: Option<[u8; 6]>,
     /// REACHABLE or PERMANENT/NOARP: no need to nudge the kernel.
     pub fresh: bool,
+}
+
+/// Where the kernel routes an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub ifindex: u32,
+    /// The neighbour frames go to: a gateway, or the address itself.
+    pub via: IpAddr,
 }
 
 pub struct Net {
@@ -122,6 +130,72 @@ impl Net {
             .replace()
             .execute()
             .await
+    }
+
+    /// An interface by its index.
+    pub async fn link_by_index(&self, index: u32) -> Result<(String, LinkInfo), rtnetlink::Error> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let Some(msg) = links.try_next().await? else {
+            return Err(rtnetlink::Error::RequestFailed);
+        };
+        let mut mac = [0u8; 6];
+        let mut name = String::new();
+        for a in &msg.attributes {
+            match a {
+                LinkAttribute::Address(b) if b.len() == 6 => mac.copy_from_slice(b),
+                LinkAttribute::IfName(n) => name = n.clone(),
+                _ => {}
+            }
+        }
+        Ok((
+            name,
+            LinkInfo {
+                ifindex: msg.header.index,
+                mac,
+            },
+        ))
+    }
+
+    /// The kernel's route to `addr` (`ip route get`): the egress interface
+    /// and the next hop (the gateway, or `addr` itself when on-link). What
+    /// the XDP program's FIB lookup will find, so the agent can keep that
+    /// neighbour resolved.
+    pub async fn route(&self, addr: IpAddr) -> Result<Route, rtnetlink::Error> {
+        use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage};
+        use netlink_packet_route::{
+            RouteNetlinkMessage,
+            route::{RouteAddress, RouteAttribute},
+        };
+        let len = if addr.is_ipv4() { 32 } else { 128 };
+        let msg = rtnetlink::RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(addr, len)
+            .map_err(|_| rtnetlink::Error::RequestFailed)?
+            .build();
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(msg));
+        req.header.flags = NLM_F_REQUEST;
+        let mut handle = self.handle.clone();
+        let mut replies = handle.request(req)?;
+        while let Some(reply) = replies.next().await {
+            let netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) =
+                reply.payload
+            else {
+                continue;
+            };
+            let mut ifindex = 0;
+            let mut via = addr;
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Oif(i) => ifindex = *i,
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => via = IpAddr::V4(*g),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => via = IpAddr::V6(*g),
+                    _ => {}
+                }
+            }
+            if ifindex != 0 {
+                return Ok(Route { ifindex, via });
+            }
+        }
+        Err(rtnetlink::Error::RequestFailed)
     }
 
     /// A clone of the netlink handle, for tasks of their own (VRRP).

@@ -7,6 +7,7 @@ mod error;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod tunnel;
 mod vrrp;
 
 use std::{
@@ -19,7 +20,7 @@ use std::{
 
 use lb_common::vrrp::MAX_VRRP;
 use lb_common::{
-    Forward, HashFields, MAX_SCAN_BACKENDS, MAX_TABLE_SIZE, PROTO_TCP, PROTO_UDP, Scheduler,
+    FAMILY_V6, Forward, HashFields, MAX_SCAN_BACKENDS, MAX_TABLE_SIZE, PROTO_TCP, PROTO_UDP, Scheduler,
     ServiceKey,
     names::{
         DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_PIN_DIR,
@@ -30,6 +31,7 @@ use toml::Spanned;
 
 pub use check::{Check, HttpProbe, Initial, Probe};
 pub use error::ConfigError;
+pub use tunnel::{Source, TunnelCfg};
 use raw::{RawAgent, RawBackend, RawCheck, RawConfig, RawService};
 pub use vrrp::{HeartbeatPath, TrackScript, TrackService, Version, Vip, Vrrp};
 
@@ -61,6 +63,8 @@ pub struct Agent {
     pub max_backends: u32,
     /// Where the HTTP API (/metrics, /status, /healthz) listens; off when None.
     pub api: Option<std::net::SocketAddr>,
+    /// Outer headers of tunnel services.
+    pub tunnel: TunnelCfg,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +171,7 @@ impl Validator<'_> {
         let mut backend_count = 0usize;
         for s in raw.service {
             let span = s.span();
-            let svc = self.service(s.into_inner())?;
+            let svc = self.service(s.into_inner(), &agent)?;
             if let Some(line) = seen.insert(svc.key(), line_of(self.text, span.start)) {
                 return Err(self.err(
                     span,
@@ -291,8 +295,14 @@ impl Validator<'_> {
                 )
             })?),
         };
+        let tunnel = self.tunnel(
+            a.tunnel_source.as_ref(),
+            a.tunnel_source_hash.as_ref(),
+            a.gue_port.as_ref(),
+        )?;
         Ok(Agent {
             api,
+            tunnel,
             interface: interface.into_inner(),
             pin_dir: a
                 .pin_dir
@@ -317,7 +327,7 @@ impl Validator<'_> {
                 &a.max_backends,
                 DEFAULT_MAX_BACKENDS,
                 1,
-                1 << 20,
+                lb_common::names::MAX_BACKENDS,
                 "max_backends",
             )?,
         })
@@ -353,7 +363,7 @@ impl Validator<'_> {
         })
     }
 
-    fn service(&self, s: RawService) -> Result<Service, ConfigError> {
+    fn service(&self, s: RawService, agent: &Agent) -> Result<Service, ConfigError> {
         let vip = self.ip(&s.vip, "vip")?;
         let port = *s.port.get_ref();
         if !(0..=65535).contains(&port) {
@@ -413,7 +423,24 @@ impl Validator<'_> {
         let mut backends: Vec<BackendCfg> = Vec::with_capacity(s.backends.len());
         for b in s.backends {
             let span = b.span();
-            let b = self.backend(b.into_inner(), vip, s.check.as_ref())?;
+            let b = self.backend(b.into_inner(), vip, forward, s.check.as_ref())?;
+            if forward.tunnel()
+                && agent
+                    .tunnel
+                    .source(crate::addr::family(b.address) == FAMILY_V6)
+                    .is_none()
+            {
+                let family = if b.address.is_ipv4() { "IPv4" } else { "IPv6" };
+                return Err(self.err(
+                    s.forward.as_ref().map(Spanned::span).unwrap_or(span),
+                    format!(
+                        "forward = {:?} to {family} backend {} needs an {family} tunnel_source",
+                        forward.name(),
+                        b.address
+                    ),
+                    &format!("add the outer source to [agent], like tunnel_source = [\"{}\"] (an address of this host)", if b.address.is_ipv4() { "198.51.100.2" } else { "2001:db8:1::2" }),
+                ));
+            }
             if backends.iter().any(|o| o.address == b.address) {
                 return Err(self.err(
                     span,
@@ -478,14 +505,31 @@ impl Validator<'_> {
         &self,
         b: RawBackend,
         vip: IpAddr,
+        forward: Forward,
         service_check: Option<&RawCheck>,
     ) -> Result<BackendCfg, ConfigError> {
         let address = self.ip(&b.address, "backend")?;
-        if crate::addr::family(address) != crate::addr::family(vip) {
+        // A tunnel carries an IPv4 packet in IPv6 (4in6), not the reverse.
+        let fits = address.is_ipv4() == vip.is_ipv4() || (forward.tunnel() && vip.is_ipv4());
+        if !fits {
+            let hint = if forward.tunnel() {
+                "an IPv6 VIP needs IPv6 backends (an IPv4 VIP may use IPv4 or IPv6 backends through a tunnel)"
+            } else {
+                "direct routing forwards the packet unchanged: an IPv4 VIP needs IPv4 backends, IPv6 needs IPv6"
+            };
             return Err(self.err(
                 b.address.span(),
                 format!("backend {address} is not of the VIP's address family"),
-                "direct routing forwards the packet unchanged: an IPv4 VIP needs IPv4 backends, IPv6 needs IPv6",
+                hint,
+            ));
+        }
+        if forward.tunnel()
+            && let Some(i) = &b.interface
+        {
+            return Err(self.err(
+                i.span(),
+                format!("interface does not apply to forward = {:?}", forward.name()),
+                "tunnelled packets leave where the routing table sends the backend's address; remove interface",
             ));
         }
         let weight = match &b.weight {

@@ -27,6 +27,10 @@ pub struct RawAgent {
     pub max_services: Option<Spanned<i64>>,
     pub max_backends: Option<Spanned<i64>>,
     pub api: Option<Spanned<String>>,
+    /// Outer source(s) of tunnel services.
+    pub tunnel_source: Option<super::tunnel::RawSources>,
+    pub tunnel_source_hash: Option<Spanned<bool>>,
+    pub gue_port: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

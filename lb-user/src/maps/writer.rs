@@ -12,7 +12,7 @@ use std::{
 
 use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError};
 use lb_common::{
-    AgentStats, BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth,
+    AgentStats, BACKEND_CONFIGURED, Tunnel, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth,
     OwnMac, SERVICE_STANDBY, ServiceKey, ServiceMeta, VrrpStatus, names, vrrp::MAX_VRRP,
 };
 use thiserror::Error;
@@ -94,6 +94,7 @@ pub struct Writer {
     agent_stats: Array<MapData, AgentStats>,
     own_mac: Array<MapData, OwnMac>,
     slot_sums: Array<MapData, u64>,
+    tunnel: Array<MapData, Tunnel>,
     sizes: Sizes,
     services: BTreeMap<ServiceKey, SvcState>,
     service_ids: IdPool,
@@ -128,6 +129,7 @@ impl Writer {
             agent_stats: take(ebpf, names::AGENT_STATS)?,
             own_mac: take(ebpf, names::OWN_MAC)?,
             slot_sums: take(ebpf, names::SLOT_SUMS)?,
+            tunnel: take(ebpf, names::TUNNEL)?,
             sizes,
             services: BTreeMap::new(),
             service_ids: IdPool::new(sizes.max_services),
@@ -424,6 +426,7 @@ impl Writer {
             weight: b.weight,
             family: addr::family(b.addr),
             _pad: [0; 3],
+            via: b.via.map(addr::to_bytes).unwrap_or_default(),
         };
         let s = self
             .services
@@ -482,6 +485,15 @@ impl Writer {
         let map_err = |e| WriteError::Map(names::OWN_MAC, e);
         if self.own_mac.get(&0, 0).map_err(map_err)? != want {
             self.own_mac.set(0, want, 0).map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    /// Outer sources and GUE port of tunnel services.
+    pub fn write_tunnel(&mut self, t: &Tunnel) -> Result<()> {
+        let map_err = |e| WriteError::Map(names::TUNNEL, e);
+        if self.tunnel.get(&0, 0).map_err(map_err)? != *t {
+            self.tunnel.set(0, t, 0).map_err(map_err)?;
         }
         Ok(())
     }

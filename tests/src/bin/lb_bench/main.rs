@@ -75,6 +75,7 @@ fn packets_and_tables() -> Result<()> {
             ifindex: 1,
             src_mac: LB_MAC,
             mac: Some([2, 0, 0, 0, 0, 0x11 + i as u8]),
+            via: None,
             healthy: true,
             effective: (1 + i % 3) * 1000,
             warming: false,
