@@ -98,9 +98,10 @@ fn answer(ctx: &XdpContext, l2: usize, v6: bool, mtu: usize) -> Result<(), (Reas
             (*h).src_addr = (*q).dst_addr;
             (*h).dst_addr = (*q).src_addr;
             // ICMPv6's checksum covers a pseudo-header; ICMPv4's does not.
+            // Summed in memory order, as csum_diff sums the packet.
             seed = pseudo_sum(&(*h).src_addr, &(*h).dst_addr)
-                + body as u32
-                + IPPROTO_ICMPV6 as u32;
+                + body.to_be() as u32
+                + (IPPROTO_ICMPV6 as u16).to_be() as u32;
         }
         icmp[0] = ICMPV6_PKT_TOOBIG;
         icmp[4..8].copy_from_slice(&(mtu.max(IPV6_MIN_MTU) as u32).to_be_bytes());
@@ -140,21 +141,23 @@ fn answer(ctx: &XdpContext, l2: usize, v6: bool, mtu: usize) -> Result<(), (Reas
             seed,
         )
     };
+    // csum_diff summed memory-order words: the folded sum goes back as is.
     let c = fold(sum as u32);
     ptr_mut::<[u8; 2]>(ctx, at + 2)
-        .map(|o| unsafe { *o = c.to_be_bytes() })
+        .map(|o| unsafe { *o = c.to_ne_bytes() })
         .map_err(drop)?;
     Ok(())
 }
 
-/// The sum of both addresses' 16-bit words (IPv6 pseudo-header part).
+/// The sum of both addresses' 16-bit words in memory order (IPv6
+/// pseudo-header part).
 #[inline(always)]
 fn pseudo_sum(a: &[u8; 16], b: &[u8; 16]) -> u32 {
     let mut sum = 0u32;
     let mut i = 0;
     while i < 16 {
-        sum += u16::from_be_bytes([a[i], a[i + 1]]) as u32;
-        sum += u16::from_be_bytes([b[i], b[i + 1]]) as u32;
+        sum += u16::from_ne_bytes([a[i], a[i + 1]]) as u32;
+        sum += u16::from_ne_bytes([b[i], b[i + 1]]) as u32;
         i += 2;
     }
     sum

@@ -84,6 +84,25 @@ impl Harness {
         Ok((r.return_value, out))
     }
 
+    /// Run `prog` once on `frame` as if received on `ifindex` (which must
+    /// exist in the calling thread's namespace: FIB lookups start there).
+    pub fn run_on(&self, prog: &str, frame: &[u8], ifindex: u32) -> Result<(u32, Vec<u8>)> {
+        let p: &aya::programs::Xdp = self.ebpf.program(prog).context("program")?.try_into()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+        let mut md = [0u8; 24];
+        md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let r = p.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&md),
+            ..Default::default()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
     /// Wall-clock time of `frames.len()` single runs, one frame each.
     pub fn time_runs(&self, prog: &str, frames: &[Vec<u8>]) -> Result<Duration> {
         let p: &aya::programs::Xdp = self.ebpf.program(prog).context("program")?.try_into()?;

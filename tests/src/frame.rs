@@ -28,6 +28,10 @@ pub struct Frame {
     /// IPv6: an extension header (next header value) before L4.
     pub ipv6_ext: Option<u8>,
     pub payload: Vec<u8>,
+    /// IPv4 TOS / IPv6 traffic class.
+    pub tos: u8,
+    /// TTL / hop limit.
+    pub ttl: u8,
 }
 
 impl Frame {
@@ -44,6 +48,8 @@ impl Frame {
             frag: 0x4000, // DF
             ipv6_ext: None,
             payload: Vec::new(),
+            tos: 0,
+            ttl: 64,
         }
     }
 
@@ -72,11 +78,11 @@ impl Frame {
                 let total = ihl as usize * 4 + l4.len();
                 let start = f.len();
                 f.push(0x40 | ihl);
-                f.push(0);
+                f.push(self.tos);
                 f.extend_from_slice(&(total as u16).to_be_bytes());
                 f.extend_from_slice(&[0x12, 0x34]);
                 f.extend_from_slice(&self.frag.to_be_bytes());
-                f.push(64);
+                f.push(self.ttl);
                 f.push(self.proto);
                 f.extend_from_slice(&[0, 0]);
                 f.extend_from_slice(&s.octets());
@@ -94,10 +100,10 @@ impl Frame {
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 let ext_len = if self.ipv6_ext.is_some() { 8 } else { 0 };
-                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                f.extend_from_slice(&[0x60 | self.tos >> 4, (self.tos & 0x0f) << 4, 0, 0]);
                 f.extend_from_slice(&((l4.len() + ext_len) as u16).to_be_bytes());
                 f.push(self.ipv6_ext.unwrap_or(self.proto));
-                f.push(64);
+                f.push(self.ttl);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
                 if self.ipv6_ext.is_some() {

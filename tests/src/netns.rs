@@ -86,6 +86,31 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
     .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
 }
 
+/// The calling thread inside namespace `ns` until the guard drops (then
+/// back where it was). Test functions run on threads of their own.
+pub struct Entered {
+    home: File,
+}
+
+impl Entered {
+    pub fn new(ns: &str) -> Result<Self> {
+        let home = File::open("/proc/thread-self/ns/net").context("opening this thread's namespace")?;
+        let target = File::open(netns_path(ns)).with_context(|| format!("opening namespace {ns}"))?;
+        // SAFETY: affects only this thread.
+        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns {ns}: {}", std::io::Error::last_os_error());
+        }
+        Ok(Self { home })
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
+    }
+}
+
 /// Every namespace whose name starts with `prefix`.
 pub fn list(prefix: &str) -> Vec<String> {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
