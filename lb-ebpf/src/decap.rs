@@ -99,9 +99,11 @@ fn try_decap(ctx: &XdpContext) -> Result<(), DecapReason> {
                 return Err(DecapReason::PassMalformed);
             }
             // GUE variant 1 (RFC 8086 §4): the first nibble is the IP version.
-            let first = ptr_at::<u8>(ctx, ip.l4_off + UdpHdr::LEN)
+            // Two bytes: a one-byte bound check compiles to a form the
+            // verifier does not follow.
+            let first = ptr_at::<[u8; 2]>(ctx, ip.l4_off + UdpHdr::LEN)
                 .map_err(|_| DecapReason::PassMalformed)?;
-            let version = match unsafe { *first } >> 4 {
+            let version = match unsafe { (*first)[0] } >> 4 {
                 4 => 4,
                 6 => 6,
                 _ => return Err(DecapReason::PassNotTunnel),

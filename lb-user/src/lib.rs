@@ -13,5 +13,7 @@ pub mod health;
 pub mod import;
 pub mod maps;
 pub mod plan;
+pub mod realserver;
 pub mod sched;
+pub mod sysctl;
 pub mod vrrp;

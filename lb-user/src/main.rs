@@ -33,6 +33,7 @@ enum Command {
     Show(cmd::show::Args),
     #[command(name = "import-keepalived")]
     ImportKeepalived(cmd::import::Args),
+    Realserver(cmd::realserver::Args),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  lb completions bash > /etc/bash_completion.d/lb")]
     Completions {
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
         Command::Check(a) => cmd::check::run(a),
         Command::Show(a) => cmd::show::run(a),
         Command::ImportKeepalived(a) => cmd::import::run(a),
+        Command::Realserver(a) => cmd::realserver::run(a),
         Command::Completions { shell } => cmd::completions::completions(shell, Cli::command()),
         Command::Manpage => cmd::completions::manpage(Cli::command()),
     };

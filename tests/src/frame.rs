@@ -161,3 +161,73 @@ pub fn checksum(data: &[u8], initial: u32) -> u16 {
     }
     !(sum as u16)
 }
+
+/// The outer headers a balancer puts in front of a frame's IP packet.
+pub struct Outer {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// GUE's (source, destination) ports; None for plain IP-in-IP.
+    pub gue: Option<(u16, u16)>,
+    /// IPv6 outer headers' flow label.
+    pub flow_label: u32,
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
+/// `input` (an Ethernet frame, 802.1Q or not) with `o`'s outer headers
+/// between its L2 header and its IP packet: TOS/DSCP, TTL and DF carried
+/// over from the inner header, checksums computed here.
+pub fn encapsulate(input: &[u8], o: &Outer) -> Vec<u8> {
+    let l3 = if input[12..14] == [0x81, 0x00] { 18 } else { 14 };
+    let inner = &input[l3..];
+    let v4_inner = inner[0] >> 4 == 4;
+    let (tos, ttl, df) = if v4_inner {
+        (inner[1], inner[8], inner[6] & 0x40 != 0)
+    } else {
+        ((inner[0] << 4) | (inner[1] >> 4), inner[7], true)
+    };
+    let mut payload = Vec::new();
+    if let Some((sport, dport)) = o.gue {
+        payload.extend_from_slice(&sport.to_be_bytes());
+        payload.extend_from_slice(&dport.to_be_bytes());
+        payload.extend_from_slice(&((8 + inner.len()) as u16).to_be_bytes());
+        payload.extend_from_slice(&[0, 0]);
+    }
+    payload.extend_from_slice(inner);
+    let proto = match (o.gue.is_some(), v4_inner) {
+        (true, _) => UDP,
+        (false, true) => 4,
+        (false, false) => 41,
+    };
+    let mut out = Vec::new();
+    out.extend_from_slice(&o.dst_mac);
+    out.extend_from_slice(&o.src_mac);
+    if l3 == 18 {
+        out.extend_from_slice(&input[12..16]);
+    }
+    match (o.src, o.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            out.extend_from_slice(&[0x08, 0x00]);
+            let mut h = vec![0x45, tos];
+            h.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+            h.extend_from_slice(&[0, 0, if df { 0x40 } else { 0 }, 0, ttl, proto, 0, 0]);
+            h.extend_from_slice(&s.octets());
+            h.extend_from_slice(&d.octets());
+            let c = checksum(&h, 0);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            out.extend_from_slice(&h);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            out.extend_from_slice(&[0x86, 0xdd]);
+            let vcf = (6u32 << 28) | ((tos as u32) << 20) | (o.flow_label & 0xfffff);
+            out.extend_from_slice(&vcf.to_be_bytes());
+            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            out.extend_from_slice(&[proto, ttl]);
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        _ => panic!("outer source and destination of different families"),
+    }
+    out.extend_from_slice(&payload);
+    out
+}

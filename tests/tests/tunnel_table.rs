@@ -12,7 +12,7 @@ use lb_common::{
 };
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
-    frame::{CLIENT_MAC, Frame, LB_MAC, checksum},
+    frame::{CLIENT_MAC, Frame, LB_MAC, Outer, checksum, encapsulate},
     netns::{self, Entered, Netns},
     require,
 };
@@ -140,65 +140,18 @@ fn flow_key(f: &Frame) -> FlowKey {
     }
 }
 
-/// The frame the balancer should send for `input`, built here by hand.
+/// The frame the balancer should send for `input`, built by hand.
 fn encapsulated(input: &[u8], f: &Frame, outer_src: IpAddr, outer_dst: IpAddr, gue: bool, our_mac: [u8; 6]) -> Vec<u8> {
-    let l3 = if f.vlan.is_some() { 18 } else { 14 };
-    let inner = &input[l3..];
-    let v4_inner = inner[0] >> 4 == 4;
-    let (tos, ttl, df) = if v4_inner {
-        (inner[1], inner[8], inner[6] & 0x40 != 0)
-    } else {
-        ((inner[0] << 4) | (inner[1] >> 4), inner[7], true)
-    };
     let hash = flow_hash(&flow_key(f), HASH_5TUPLE);
-    let mut payload = Vec::new();
-    if gue {
-        let sport = 0xc000 | (hash & 0x3fff) as u16;
-        payload.extend_from_slice(&sport.to_be_bytes());
-        payload.extend_from_slice(&GUE_PORT.to_be_bytes());
-        payload.extend_from_slice(&((8 + inner.len()) as u16).to_be_bytes());
-        payload.extend_from_slice(&[0, 0]);
-    }
-    payload.extend_from_slice(inner);
-    let proto = if gue {
-        17
-    } else if v4_inner {
-        4
-    } else {
-        41
+    let outer = Outer {
+        src: outer_src,
+        dst: outer_dst,
+        gue: gue.then_some((0xc000 | (hash & 0x3fff) as u16, GUE_PORT)),
+        flow_label: hash & 0xfffff,
+        dst_mac: GW_MAC,
+        src_mac: our_mac,
     };
-    let mut out = Vec::new();
-    out.extend_from_slice(&GW_MAC);
-    out.extend_from_slice(&our_mac);
-    if l3 == 18 {
-        out.extend_from_slice(&[0x81, 0x00]);
-        out.extend_from_slice(&input[14..16]);
-    }
-    match (outer_src, outer_dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            out.extend_from_slice(&[0x08, 0x00]);
-            let mut h = vec![0x45, tos];
-            h.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
-            h.extend_from_slice(&[0, 0, if df { 0x40 } else { 0 }, 0, ttl, proto, 0, 0]);
-            h.extend_from_slice(&s.octets());
-            h.extend_from_slice(&d.octets());
-            let c = checksum(&h, 0);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            out.extend_from_slice(&h);
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            out.extend_from_slice(&[0x86, 0xdd]);
-            let vcf = (6u32 << 28) | ((tos as u32) << 20) | (hash & 0xfffff);
-            out.extend_from_slice(&vcf.to_be_bytes());
-            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-            out.extend_from_slice(&[proto, ttl]);
-            out.extend_from_slice(&s.octets());
-            out.extend_from_slice(&d.octets());
-        }
-        _ => panic!("outer source and destination of different families"),
-    }
-    out.extend_from_slice(&payload);
-    out
+    encapsulate(input, &outer)
 }
 
 fn reason(h: &Harness, r: Reason) -> u64 {

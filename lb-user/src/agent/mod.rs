@@ -204,6 +204,9 @@ fn load_and_attach(cfg: &Config, older: Option<&Path>) -> Result<(Writer, Option
     let mut dp = Writer::new(&mut bpf, sizes)?;
     // Before the program runs: a tunnel service's first packet needs it.
     dp.write_tunnel(&cfg.agent.tunnel.record())?;
+    if cfg.services.iter().any(|s| s.forward.tunnel()) {
+        forward_on(&cfg.agent.interface)?;
+    }
     if cfg.services.is_empty() {
         // VRRP only (keepalived in front of nginx, say): the maps hold the
         // status `lb show vrrp` reads; no program runs on the interface.
@@ -236,6 +239,24 @@ fn load_and_attach(cfg: &Config, older: Option<&Path>) -> Result<(Writer, Option
         tracing::info!(late_flows = late, "previous layout's pins removed");
     }
     Ok((dp, Some(link)))
+}
+
+/// The kernel's FIB answers an XDP program only for an interface that
+/// forwards (it routes the tunnelled packet as a router would), so tunnel
+/// services turn forwarding on there; it stays on after the agent exits,
+/// like any router setting.
+fn forward_on(interface: &str) -> Result<()> {
+    for family in ["ipv4", "ipv6"] {
+        let key = crate::sysctl::conf(family, interface, "forwarding");
+        match crate::sysctl::set(&key, "1") {
+            Ok(Some(old)) => tracing::info!(key, old, "forwarding turned on for tunnel services"),
+            Ok(None) => {}
+            // IPv6 may be off on the interface: IPv6 tunnels then miss.
+            Err(e) if family == "ipv6" => tracing::warn!(key, error = %e, "cannot turn IPv6 forwarding on; IPv6 tunnels will pass to the kernel"),
+            Err(e) => return Err(e).with_context(|| format!("turning on /proc/sys/{key}")),
+        }
+    }
+    Ok(())
 }
 
 /// Of the instances whose VIPs are on their interface (`held`), those whose

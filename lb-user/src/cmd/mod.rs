@@ -3,5 +3,6 @@
 pub mod check;
 pub mod completions;
 pub mod import;
+pub mod realserver;
 pub mod run;
 pub mod show;

@@ -25,6 +25,10 @@ use thiserror::Error;
 /// The XDP object built by build.rs from `lb-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
 
+/// The backend side's decapsulation program (`lb realserver`).
+pub static OBJECT_DECAP: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-decap"));
+
 /// bpffs magic from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
