@@ -4,18 +4,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_common::{DEFAULT_GUE_PORT, TUNNEL_V4, TUNNEL_V6, Tunnel};
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::{ConfigError, Validator};
 
-/// `tunnel_source = "198.51.100.2"` or a list with one address per family.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum RawSources {
-    One(Spanned<String>),
-    Many(Vec<Spanned<String>>),
-}
+/// `tunnel_source = "198.51.100.2"` or a list with one address per
+/// family: kept as a TOML value (an untagged enum of spanned strings does
+/// not deserialize) and read in `tunnel`.
+pub type RawSources = Spanned<toml::Value>;
 
 /// An outer source: an address, and with `tunnel_source_hash` the prefix
 /// whose host bits the flow hash fills.
@@ -98,13 +94,26 @@ impl Validator<'_> {
                 as u16,
             ..Default::default()
         };
-        let list: Vec<&Spanned<String>> = match sources {
-            None => Vec::new(),
-            Some(RawSources::One(s)) => vec![s],
-            Some(RawSources::Many(v)) => v.iter().collect(),
+        let span = sources.map(Spanned::span).unwrap_or_default();
+        let shape = || {
+            self.err(
+                span.clone(),
+                "tunnel_source must be an address or a list of addresses".into(),
+                "write tunnel_source = \"198.51.100.2\" or [\"198.51.100.2\", \"2001:db8:1::2\"]",
+            )
         };
-        for s in list {
-            let src = self.source(s, hash)?;
+        let list: Vec<String> = match sources.map(Spanned::get_ref) {
+            None => Vec::new(),
+            Some(toml::Value::String(s)) => vec![s.clone()],
+            Some(toml::Value::Array(v)) => v
+                .iter()
+                .map(|x| x.as_str().map(str::to_string).ok_or_else(shape))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(shape()),
+        };
+        for text in list {
+            let s = Spanned::new(span.clone(), text);
+            let src = self.source(&s, hash)?;
             let slot = match src.addr {
                 IpAddr::V4(_) => &mut cfg.v4,
                 IpAddr::V6(_) => &mut cfg.v6,

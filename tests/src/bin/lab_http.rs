@@ -2,6 +2,9 @@
 //! its own name, so a client can see which backend served it. Keep-alive is
 //! supported, so one connection can make many requests.
 //!
+//! A request with a body (an upload) is read whole and answered with
+//! "NAME received LENGTH".
+//!
 //! `/healthz` answers "healthy" unless the `--control` file (re-read on every
 //! request) says otherwise: a status code such as `500`, `hang` (accept, read,
 //! never answer), or `sick` (200 with a body lacking "healthy"). `slow N`
@@ -88,6 +91,7 @@ fn serve(conn: TcpStream, name: &str, control: Option<&str>) {
             return;
         }
         let mut close = line.contains("HTTP/1.0");
+        let mut length = 0usize;
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -97,8 +101,18 @@ fn serve(conn: TcpStream, name: &str, control: Option<&str>) {
             if lower.starts_with("connection:") {
                 close = lower.contains("close");
             }
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
             if h == "\r\n" || h == "\n" {
                 break;
+            }
+        }
+        // An upload (POST with a body): read all of it and say how much.
+        if length > 0 {
+            let mut body = vec![0u8; length];
+            if std::io::Read::read_exact(&mut r, &mut body).is_err() {
+                return;
             }
         }
         let health = line.split_whitespace().nth(1) == Some("/healthz");
@@ -122,6 +136,8 @@ fn serve(conn: TcpStream, name: &str, control: Option<&str>) {
                 }
                 code => (format!("{code} Lab"), "failing\n".into()),
             }
+        } else if length > 0 {
+            ("200 OK".into(), format!("{name} received {length}\n"))
         } else {
             ("200 OK".into(), format!("{name}\n"))
         };

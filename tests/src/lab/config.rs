@@ -4,7 +4,7 @@ use std::{fmt::Write as _, fs, path::PathBuf};
 
 use anyhow::Result;
 
-use super::{LAN6, Lab, VIP4, VIP6};
+use super::{Lab, VIP4, VIP6};
 
 impl Lab {
     /// Write the balancer config for `role` and return its path.
@@ -39,9 +39,9 @@ impl Lab {
             );
             for b in &self.spec.backends {
                 let a = if vip == VIP4 {
-                    Self::backend_addr(b)
+                    self.backend_addr(b)
                 } else {
-                    format!("{LAN6}::{:x}", b.host)
+                    self.backend_addr6(b)
                 };
                 let _ = writeln!(s, "  {{ address = \"{a}\", weight = {} }},", b.weight);
             }

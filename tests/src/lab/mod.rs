@@ -27,6 +27,11 @@ pub const LAN6: &str = "2001:db8:1";
 pub const VIP4: &str = "203.0.113.10";
 pub const VIP6: &str = "2001:db8:f::10";
 pub const CLIENT4: &str = "198.51.100.2";
+/// A routed lab's router on the LAN, and the backends' subnet behind it.
+pub const ROUTER4: &str = "198.51.100.1";
+pub const ROUTER6: &str = "2001:db8:1::1";
+pub const BACKEND_NET4: &str = "198.51.100.128/25";
+pub const BACKEND_NET6: &str = "2001:db8:2::/64";
 
 /// The lab's IPv4 VIP, port 80: where clients connect.
 pub fn vip() -> std::net::SocketAddr {
@@ -52,6 +57,10 @@ pub struct LabSpec {
     pub backends: Vec<BackendSpec>,
     /// The balancers move the VIP with VRRP; otherwise lb1 holds it statically.
     pub vrrp: bool,
+    /// The backends sit in another subnet behind a router namespace `r`
+    /// (for tunnels), and are not set up as real servers: the test runs
+    /// `lb realserver up` there.
+    pub routed: bool,
 }
 
 impl Default for LabSpec {
@@ -66,6 +75,7 @@ impl Default for LabSpec {
             balancers: 1,
             backends: vec![b(1, 1), b(2, 1), b(3, 2)],
             vrrp: false,
+            routed: false,
         }
     }
 }
@@ -103,8 +113,22 @@ impl Lab {
         format!("{LAN4}.{}", 4 + n)
     }
 
-    pub fn backend_addr(b: &BackendSpec) -> String {
-        format!("{LAN4}.{}", b.host)
+    /// Backend `b`'s IPv4 address: on the LAN, or behind the router.
+    pub fn backend_addr(&self, b: &BackendSpec) -> String {
+        if self.spec.routed {
+            format!("{LAN4}.{}", 128 + b.host)
+        } else {
+            format!("{LAN4}.{}", b.host)
+        }
+    }
+
+    /// Backend `b`'s IPv6 address.
+    pub fn backend_addr6(&self, b: &BackendSpec) -> String {
+        if self.spec.routed {
+            format!("2001:db8:2::{:x}", b.host)
+        } else {
+            format!("{LAN6}::{:x}", b.host)
+        }
     }
 
     pub fn pin_dir(&self, role: &str) -> PathBuf {
@@ -134,7 +158,7 @@ impl Lab {
             lab.spawn_backend(http_bin, &b.name)?;
         }
         for b in &backends {
-            lab.wait_listening(&b.name, &format!("{}:80", Self::backend_addr(b)))?;
+            lab.wait_listening(&b.name, &format!("{}:80", lab.backend_addr(b)))?;
         }
         Ok(lab)
     }

@@ -61,7 +61,7 @@ impl Lab {
             .cloned()
             .with_context(|| format!("no backend {name}"))?;
         self.spawn_backend(&bin("LAB_HTTP_BIN", "lab-http")?, name)?;
-        self.wait_listening(name, &format!("{}:80", Self::backend_addr(&b)))
+        self.wait_listening(name, &format!("{}:80", self.backend_addr(&b)))
     }
 
     /// Start `cmd` inside namespace `role`, logging to DIR/NAME.log.

@@ -49,6 +49,8 @@ pub(super) fn remove_resources(prefix: &str) {
             let name = e.file_name().to_string_lossy().to_string();
             if name.starts_with(&format!("lb-lab-{prefix}-")) {
                 lb_user::maps::loader::unpin_all(&e.path());
+                // What else a lab pins there (a real server's decap program).
+                let _ = fs::remove_dir_all(e.path());
             }
         }
     }

