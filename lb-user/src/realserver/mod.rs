@@ -73,6 +73,16 @@ pub async fn up(req: &Up, state_path: &Path) -> Result<State> {
             req.mode.name()
         );
     }
+    // Refused before anything changes: a host without the modules keeps
+    // exactly what it had.
+    if req.kernel_tunnel
+        && tunnel
+        && let Some(m) = kernel::missing(req.mode, &req.vips)
+    {
+        bail!(
+            "--kernel-tunnel: this kernel has no {m} module; leave --kernel-tunnel out to use lb's XDP decapsulation instead"
+        );
+    }
     let mut st = match State::load(state_path)? {
         Some(old) if old.mode != req.mode.name() || old.interface != req.interface => bail!(
             "{}: already set up as --mode {} on {}; run `lb realserver down` first",
