@@ -47,8 +47,13 @@ pub const TUNNEL: &str = "TUNNEL";
 /// Per-CPU IcmpBudget: the ICMP too-big rate limit.
 pub const ICMP_BUDGET: &str = "ICMP_BUDGET";
 
+/// Check source port - CHECK_PORT_BASE -> CheckPort (dataplane checks).
+pub const CHECK_PORTS: &str = "CHECK_PORTS";
+/// One CheckPath: the check namespace's veth.
+pub const CHECK_PATH: &str = "CHECK_PATH";
+
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 17] = [
+pub const ALL_MAPS: [&str; 19] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -66,6 +71,8 @@ pub const ALL_MAPS: [&str; 17] = [
     SLOT_SUMS,
     TUNNEL,
     ICMP_BUDGET,
+    CHECK_PORTS,
+    CHECK_PATH,
 ];
 
 /// The XDP entry point.
@@ -75,6 +82,9 @@ pub const PROG_LB: &str = "lb_xdp";
 pub const PROG_XDP_PASS: &str = "xdp_pass";
 /// Benchmark floor: parse to L4 and XDP_TX.
 pub const PROG_BENCH_FLOOR: &str = "bench_floor";
+
+/// On the check namespace's veth: forwards dataplane checks to their backend.
+pub const PROG_CHECK_OUT: &str = "lb_check_out";
 
 /// The backend side (`lb realserver`): its own object, `lb-decap`.
 pub const PROG_DECAP: &str = "lb_decap";
@@ -98,7 +108,8 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
 /// agent migrates an older one's entries by their common prefix.
 /// v2: REASON_STATS grew pass_standby; ServiceMeta grew per-slot lengths.
 /// v3: REASON_STATS grew pass_not_ours; OWN_MAC, SLOT_SUMS.
-/// v4: REASON_STATS grew the tunnel reasons; TUNNEL, ICMP_BUDGET.
+/// v4: REASON_STATS grew the tunnel and check reasons; TUNNEL, ICMP_BUDGET,
+/// CHECK_PORTS, CHECK_PATH; Backend grew `via`.
 #[cfg(not(feature = "layout-test"))]
 pub const LAYOUT_VERSION: u32 = 4;
 /// A build whose FlowValue has one more field, for the upgrade test.

@@ -48,9 +48,12 @@ pub enum Reason {
     DropTooBigLimited = 16,
     /// Forwarded through a tunnel (counted besides its flow hit or miss).
     Encapsulated = 17,
+    /// A health check through the data path, on its way to its backend or
+    /// back to the agent.
+    FwdCheck = 18,
 }
 
-pub const REASON_COUNT: u32 = 18;
+pub const REASON_COUNT: u32 = 19;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -72,6 +75,7 @@ impl Reason {
         Reason::PassTooBig,
         Reason::DropTooBigLimited,
         Reason::Encapsulated,
+        Reason::FwdCheck,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -94,6 +98,7 @@ impl Reason {
             Reason::PassTooBig => "pass_too_big",
             Reason::DropTooBigLimited => "drop_too_big_limited",
             Reason::Encapsulated => "encapsulated",
+            Reason::FwdCheck => "fwd_check",
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use lb_common::{Backend, FLOW_CLOSING, FlowKey, FlowValue, ServiceKey, ServiceMeta};
+use lb_common::{BACKEND_CONFIGURED, BACKEND_HAS_MAC, Backend, FLOW_CLOSING, FlowKey, FlowValue, ServiceKey, ServiceMeta};
 
 use crate::maps::{ACTIVE, BACKENDS, FLOWS, OWN_MAC, SERVICES};
 
@@ -41,6 +41,17 @@ pub fn service(key: &FlowKey) -> Option<ServiceMeta> {
 pub fn backend(id: u32) -> Option<&'static Backend> {
     match BACKENDS.get(id) {
         Some(b) if b.usable() => Some(b),
+        _ => None,
+    }
+}
+
+/// Backend `id` if frames can be sent to it, healthy or not: where its
+/// health checks go.
+#[inline(always)]
+pub fn reachable(id: u32) -> Option<&'static Backend> {
+    const REACHABLE: u32 = BACKEND_CONFIGURED | BACKEND_HAS_MAC;
+    match BACKENDS.get(id) {
+        Some(b) if b.flags & REACHABLE == REACHABLE => Some(b),
         _ => None,
     }
 }

@@ -5,6 +5,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod check;
 mod forward;
 mod icmp;
 mod lookup;
@@ -61,7 +62,13 @@ fn try_lb(ctx: &XdpContext) -> Result<u64, (Reason, u32)> {
         return Err((Reason::PassNotOurs, PASS));
     }
     let p = parse::parse(ctx).map_err(|r| (r, PASS))?;
-    let svc = lookup::service(&p.key).ok_or((Reason::PassNotVip, PASS))?;
+    let Some(svc) = lookup::service(&p.key) else {
+        // Not a VIP: perhaps a backend answering a dataplane check.
+        return match check::reply(ctx, &p) {
+            Some(action) => Ok(action as u64),
+            None => Err((Reason::PassNotVip, PASS)),
+        };
+    };
     if svc.flags & SERVICE_STANDBY != 0 {
         return Err((Reason::PassStandby, PASS));
     }
@@ -87,6 +94,7 @@ fn try_lb(ctx: &XdpContext) -> Result<u64, (Reason, u32)> {
         hash: lb_common::flow_hash(&p.key, lb_common::HASH_5TUPLE),
         l3_off: p.l3_off,
         gue: svc.forward == FORWARD_GUE,
+        check: false,
     }
     .pack())
 }
@@ -103,6 +111,16 @@ fn place(key: &FlowKey, svc: &ServiceMeta, opening: bool, closing: bool) -> u32 
     };
     lookup::remember(key, svc, id, closing);
     id
+}
+
+/// On the check namespace's veth: health checks through the data path go
+/// to their backend; nothing else leaves that namespace.
+#[xdp]
+pub fn lb_check_out(ctx: XdpContext) -> u32 {
+    match parse::parse(&ctx) {
+        Ok(p) => check::out(&ctx, &p),
+        Err(_) => xdp_action::XDP_DROP,
+    }
 }
 
 /// Passes everything: the benchmark's empty baseline, and the program a lab

@@ -78,3 +78,12 @@ pub static ICMP_BUDGET: PerCpuArray<IcmpBudget> = PerCpuArray::pinned(1, 0);
 // The FIB request of a tunnelled packet: 64 bytes the stack cannot spare.
 #[map]
 pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
+
+// Dataplane checks: which backend each check source port is for.
+#[map]
+pub static CHECK_PORTS: Array<lb_common::check::CheckPort> =
+    Array::pinned(lb_common::check::CHECK_PORTS_LEN, 0);
+
+// Dataplane checks: the check namespace's veth.
+#[map]
+pub static CHECK_PATH: Array<lb_common::check::CheckPath> = Array::pinned(1, 0);

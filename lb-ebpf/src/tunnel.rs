@@ -74,11 +74,14 @@ pub struct Job {
     /// Offset of the IP header: 14, or 18 behind an 802.1Q tag.
     pub l3_off: usize,
     pub gue: bool,
+    /// A health check's packet: the backend need not be healthy.
+    pub check: bool,
 }
 
 const JOB: u64 = 1 << 63;
 const JOB_GUE: u64 = 1 << 62;
 const JOB_VLAN: u64 = 1 << 61;
+const JOB_CHECK: u64 = 1 << 60;
 const JOB_ID_SHIFT: u32 = 32;
 const JOB_ID_MASK: u64 = (1 << 24) - 1;
 // Every backend id fits the job's 24 bits.
@@ -93,6 +96,9 @@ impl Job {
         }
         if self.l3_off != EthHdr::LEN {
             v |= JOB_VLAN;
+        }
+        if self.check {
+            v |= JOB_CHECK;
         }
         v
     }
@@ -114,6 +120,7 @@ impl Job {
                 EthHdr::LEN
             },
             gue: v & JOB_GUE != 0,
+            check: v & JOB_CHECK != 0,
         }
     }
 }
@@ -125,7 +132,12 @@ impl Job {
 #[inline(never)]
 pub fn forward(ctx: &XdpContext, job: u64) -> u64 {
     let job = Job::unpack(job);
-    let Some(b) = lookup::backend(job.backend) else {
+    let b = if job.check {
+        lookup::reachable(job.backend)
+    } else {
+        lookup::backend(job.backend)
+    };
+    let Some(b) = b else {
         stats::reason(Reason::DropNoBackend);
         return xdp_action::XDP_DROP as u64;
     };

@@ -50,6 +50,8 @@ pub struct DesiredBackend {
     pub mac: Option<[u8; 6]>,
     /// The next hop: the backend (DR) or the route's gateway (tunnels).
     pub via: Option<IpAddr>,
+    /// First of its check source ports, when checked through the data path.
+    pub check_port: Option<u16>,
     pub healthy: bool,
     /// Still ramping up.
     pub warming: bool,
@@ -99,6 +101,21 @@ fn standby(cfg: &Config, host: &HostView, vip: IpAddr) -> bool {
 }
 
 /// The interface each backend is reached through.
+/// The first source port of each backend checked through the data path,
+/// in config order: blocks of CHECK_BLOCK from CHECK_PORT_BASE. The check
+/// tasks and the map writer both take them from here.
+pub fn check_ports(cfg: &Config) -> HashMap<Key, u16> {
+    use lb_common::check::{CHECK_BLOCK, CHECK_PORT_BASE, MAX_DATAPLANE_CHECKS};
+    cfg.services
+        .iter()
+        .flat_map(|s| s.backends.iter().map(move |b| (s, b)))
+        .filter(|(_, b)| b.check.via == crate::config::Via::Dataplane && b.check.probe != Probe::None)
+        .take(MAX_DATAPLANE_CHECKS as usize)
+        .enumerate()
+        .map(|(i, (s, b))| ((s.key(), b.address), CHECK_PORT_BASE + i as u16 * CHECK_BLOCK))
+        .collect()
+}
+
 pub fn egress<'a>(cfg: &'a Config, b: &'a BackendCfg) -> &'a str {
     b.interface.as_deref().unwrap_or(&cfg.agent.interface)
 }
@@ -177,6 +194,7 @@ pub fn next_warmup_step(cfg: &Config, host: &HostView, now: Instant) -> Option<I
 }
 
 pub fn desired(cfg: &Config, host: &HostView, now: Instant) -> Vec<DesiredService> {
+    let ports = check_ports(cfg);
     cfg.services
         .iter()
         .map(|s| DesiredService {
@@ -207,6 +225,7 @@ pub fn desired(cfg: &Config, host: &HostView, now: Instant) -> Vec<DesiredServic
                         src_mac: link.map_or([0; 6], |l| l.mac),
                         mac: hop.and_then(|(l, via)| host.macs.get(&(l.ifindex, via)).copied()),
                         via: hop.map(|(_, via)| via),
+                        check_port: ports.get(&(s.key(), b.address)).copied(),
                         healthy,
                         warming,
                         // Other schedulers' tables must not be rebuilt when a

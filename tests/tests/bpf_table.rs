@@ -37,6 +37,7 @@ fn backend(a: &str, weight: u32, mac: Option<[u8; 6]>) -> DesiredBackend {
         src_mac: LB_MAC,
         mac,
         via: None,
+        check_port: None,
         healthy: true,
         effective: weight * 1000,
         warming: false,

@@ -87,6 +87,7 @@ fn desired(svcs: &[Svc]) -> Vec<DesiredService> {
                         // The unusable service's backend has no MAC yet.
                         mac: s.usable.then_some(*m),
                         via: None,
+                        check_port: None,
                         healthy: true,
                         warming: false,
                         rtt_ms: 0,

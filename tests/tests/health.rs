@@ -362,3 +362,31 @@ fn adding_a_check_by_reload_keeps_serving_backends_in_and_catches_a_bad_one() {
     let failed: Vec<_> = samples.iter().filter(|s| s.result.is_err()).collect();
     assert!(failed.is_empty(), "{failed:?}");
 }
+
+#[test]
+fn a_dataplane_check_finds_a_dr_backend_without_its_vip() {
+    let name = "a_dataplane_check_finds_a_dr_backend_without_its_vip";
+    if !require::lab(name, &[]) {
+        return;
+    }
+    let lab = lab_with(
+        r#"check = { kind = "tcp", via = "dataplane", interval = "300ms", timeout = "250ms", retries = 2, retry_delay = "100ms" }"#,
+    );
+    // b2 loses its VIP on lo: its own address still answers, but a frame
+    // sent to the VIP with b2's MAC finds no one.
+    let b2 = lab.ns("b2");
+    netns::ip(&b2, &format!("addr del {}/32 dev lo", lab::VIP4)).unwrap();
+    let own = std::net::SocketAddr::new(B2.parse().unwrap(), 80);
+    let direct = netns::in_ns(&lab.ns("lb1"), move || lb_tests::http::get(own)).unwrap();
+    assert_eq!(direct.unwrap(), "b2", "b2 answers on its own address");
+    let b = lab
+        .wait_backend("lb1", SVC, B2, "down", Duration::from_secs(10))
+        .unwrap();
+    println!("b2 without its VIP: {}", b["health"]["last_error"]);
+    for other in [B1, B3] {
+        assert_eq!(lab.backends("lb1", SVC).unwrap()[other]["state"], "up");
+    }
+    netns::ip(&b2, &format!("addr add {}/32 dev lo", lab::VIP4)).unwrap();
+    lab.wait_backend("lb1", SVC, B2, "up", Duration::from_secs(10))
+        .unwrap();
+}

@@ -76,6 +76,7 @@ fn backend(a: &str) -> DesiredBackend {
         src_mac: [0; 6],
         mac: Some(GW_MAC),
         via: None,
+        check_port: None,
         healthy: true,
         warming: false,
         rtt_ms: 0,

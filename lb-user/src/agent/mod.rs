@@ -6,6 +6,7 @@
 
 pub mod adopt;
 pub mod board;
+pub mod check_path;
 pub mod neigh;
 mod systemd;
 pub mod vrrp;
@@ -164,14 +165,35 @@ async fn start_data_plane(
 ) -> Result<(Agent, Option<PinnedLink>)> {
     // Loading, verifying and migrating block: off the runtime's workers,
     // so VRRP's timers keep running meanwhile.
-    let (dp, link) = tokio::task::block_in_place(|| load_and_attach(&cfg, older))?;
+    let (mut dp, link, mut bpf) = tokio::task::block_in_place(|| load_and_attach(&cfg, older))?;
+    let check_path = if check_path::needed(&cfg) && link.is_some() {
+        let iface = net
+            .link(&cfg.agent.interface)
+            .await
+            .with_context(|| format!("interface {}", cfg.agent.interface))?;
+        let src = check_path::sources(&net, &cfg, iface.ifindex).await?;
+        let h = check_path::build(&mut bpf, &net, iface, src)
+            .await
+            .context("building the path of checks through the data path")?;
+        dp.write_check_path(&h.record)?;
+        Some(h)
+    } else {
+        None
+    };
+    // The programs stay attached through their links.
+    drop(bpf);
+    let mut checks = Supervisor::new(reports);
+    if let Some(h) = &check_path {
+        checks.set_check_ns(h.ns.clone());
+    }
     let mut a = Agent {
         cfg,
+        _check_path: check_path,
         dp,
         net,
         host: HostView::default(),
         last: Vec::new(),
-        checks: Supervisor::new(reports),
+        checks,
         board: Board::default(),
         down_services,
         rtt_ewma: Default::default(),
@@ -187,8 +209,12 @@ async fn start_data_plane(
 }
 
 /// Load the program with its maps (copying an older layout's state into
-/// them), attach it through the pinned link, and take the maps.
-fn load_and_attach(cfg: &Config, older: Option<&Path>) -> Result<(Writer, Option<PinnedLink>)> {
+/// them), attach it through the pinned link, and take the maps; the object
+/// is returned for its other programs.
+fn load_and_attach(
+    cfg: &Config,
+    older: Option<&Path>,
+) -> Result<(Writer, Option<PinnedLink>, aya::Ebpf)> {
     let pin_dir = &cfg.agent.pin_dir;
     let sizes = Sizes::from(&cfg.agent);
     let mut bpf = loader::load(pin_dir, sizes).context("loading the XDP program")?;
@@ -218,7 +244,7 @@ fn load_and_attach(cfg: &Config, older: Option<&Path>) -> Result<(Writer, Option
         if let Some(old) = older {
             loader::unpin_dir(old);
         }
-        return Ok((dp, None));
+        return Ok((dp, None, bpf));
     }
     let (link, how) = loader::attach(
         &mut bpf,
@@ -238,7 +264,7 @@ fn load_and_attach(cfg: &Config, older: Option<&Path>) -> Result<(Writer, Option
         loader::unpin_dir(old);
         tracing::info!(late_flows = late, "previous layout's pins removed");
     }
-    Ok((dp, Some(link)))
+    Ok((dp, Some(link), bpf))
 }
 
 /// The kernel's FIB answers an XDP program only for an interface that
@@ -311,6 +337,10 @@ struct Agent {
     host: HostView,
     last: Vec<DesiredService>,
     checks: Supervisor,
+    /// The check namespace, while checks go through the data path: held
+    /// for its lifetime (dropping it detaches the programs; the namespace
+    /// goes with its last descriptor).
+    _check_path: Option<check_path::CheckPathHandle>,
     board: Board,
     /// Services with no usable backend, for VRRP's service tracking.
     down_services: watch::Sender<BTreeSet<String>>,
@@ -613,6 +643,12 @@ fn validate_reload(path: &Path, running: &Config) -> Result<Config> {
     if new.services.is_empty() != running.services.is_empty() {
         bail!(
             "{}: going from VRRP only to serving [[service]]s (or back) attaches or detaches the XDP program and needs a restart (`lb run` again)",
+            path.display()
+        );
+    }
+    if check_path::needed(&new) && !check_path::needed(running) {
+        bail!(
+            "{}: the first check with via = \"dataplane\" builds the check namespace at start; restart (`lb run` again) to add it",
             path.display()
         );
     }

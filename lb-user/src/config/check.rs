@@ -27,6 +27,9 @@ pub struct RawCheck {
     pub retry_delay: Option<Spanned<String>>,
     pub rise: Option<Spanned<i64>>,
     pub initial: Option<Spanned<String>>,
+    /// "direct" (to the backend's address) or "dataplane" (to the VIP,
+    /// through the balancer's forwarding).
+    pub via: Option<Spanned<String>>,
 }
 
 impl RawCheck {
@@ -61,6 +64,7 @@ impl RawCheck {
             retry_delay: b.retry_delay.or(s.retry_delay),
             rise: b.rise.or(s.rise),
             initial: b.initial.or(s.initial),
+            via: b.via.or(s.via),
         }
     }
 }
@@ -92,6 +96,18 @@ pub struct HttpProbe {
     pub port: Option<u16>,
 }
 
+/// Where a check's connection goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Via {
+    /// To the backend's own address, by the kernel's routing (keepalived's way).
+    #[default]
+    Direct,
+    /// To the VIP, forwarded to this backend the way client packets are
+    /// (MAC rewrite or tunnel): a backend without its VIP, ARP settings or
+    /// decap program fails.
+    Dataplane,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Initial {
     Down,
@@ -110,6 +126,7 @@ pub struct Check {
     /// Consecutive passes before a down backend comes up.
     pub rise: u32,
     pub initial: Initial,
+    pub via: Via,
 }
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -129,6 +146,7 @@ impl Default for Check {
             retry_delay: DEFAULT_RETRY_DELAY,
             rise: DEFAULT_RISE,
             initial: Initial::Up,
+            via: Via::Direct,
         }
     }
 }
@@ -222,6 +240,26 @@ impl Validator<'_> {
                 ));
             }
         };
+        let via = match raw.via.as_ref().map(|v| v.get_ref().as_str()) {
+            None | Some("direct") => Via::Direct,
+            Some("dataplane") if matches!(probe, Probe::Tcp { .. } | Probe::Http(_)) => {
+                Via::Dataplane
+            }
+            Some("dataplane") => {
+                return Err(self.err(
+                    span(&raw.via),
+                    format!("via = \"dataplane\" does not apply to check kind {kind:?}"),
+                    "only tcp and http checks open a connection that can go through the data path",
+                ));
+            }
+            Some(other) => {
+                return Err(self.err(
+                    span(&raw.via),
+                    format!("unknown check via {other:?}"),
+                    "use \"direct\" (to the backend's address, the default) or \"dataplane\" (to the VIP, through the balancer's forwarding)",
+                ));
+            }
+        };
         Ok(Check {
             probe,
             interval,
@@ -230,6 +268,7 @@ impl Validator<'_> {
             retry_delay,
             rise,
             initial,
+            via,
         })
     }
 

@@ -29,7 +29,7 @@ use lb_common::{
 };
 use toml::Spanned;
 
-pub use check::{Check, HttpProbe, Initial, Probe};
+pub use check::{Check, HttpProbe, Initial, Probe, Via};
 pub use error::ConfigError;
 pub use tunnel::{Source, TunnelCfg};
 use raw::{RawAgent, RawBackend, RawCheck, RawConfig, RawService};

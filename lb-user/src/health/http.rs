@@ -5,7 +5,7 @@
 //! reset once the answer is in (no FIN handshake, no TIME_WAIT): at a
 //! thousand checks a second that halves the kernel's work.
 
-use std::{net::SocketAddr, pin::pin};
+use std::{net::SocketAddr, pin::pin, time::Duration};
 
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Empty};
@@ -14,12 +14,9 @@ use hyper::{
     body::{Bytes, Incoming},
 };
 use hyper_util::rt::TokioIo;
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{CheckError, Checker, tls};
+use super::{CheckError, Checker, dial::Dialer, tls};
 use crate::config::HttpProbe;
 
 /// Read at most this much of a body; a health page is small.
@@ -29,10 +26,12 @@ pub struct Http {
     probe: HttpProbe,
     target: SocketAddr,
     host: String,
+    dial: Dialer,
+    timeout: Duration,
 }
 
 impl Http {
-    pub fn new(probe: HttpProbe, target: SocketAddr) -> Self {
+    pub fn new(probe: HttpProbe, target: SocketAddr, dial: Dialer, timeout: Duration) -> Self {
         let default_port = if probe.tls { 443 } else { 80 };
         let host = match &probe.host {
             Some(h) => h.clone(),
@@ -52,6 +51,8 @@ impl Http {
             probe,
             target,
             host,
+            dial,
+            timeout,
         }
     }
 
@@ -121,7 +122,9 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 impl Checker for Http {
     fn check(&self) -> BoxFuture<'_, Result<(), CheckError>> {
         Box::pin(async move {
-            let stream = TcpStream::connect(self.target)
+            let stream = self
+                .dial
+                .connect(self.target, self.timeout)
                 .await
                 .map_err(CheckError::connect)?;
             let _ = stream.set_zero_linger();

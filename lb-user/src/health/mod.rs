@@ -2,6 +2,7 @@
 //! state machine's schedule and reports every result to the agent, which
 //! alone turns transitions into map writes.
 
+pub mod dial;
 mod http;
 mod script;
 mod supervisor;
@@ -81,16 +82,24 @@ impl Checker for NoCheck {
     }
 }
 
-/// The checker for `check` against a backend at `target` (the service port;
-/// a check's own `port` overrides it).
-pub fn checker(check: &Check, target: SocketAddr) -> Arc<dyn Checker> {
+/// The checker for `check` against `target` (the backend's address, or the
+/// VIP through `dial`, with the service port; a check's own `port`
+/// overrides it).
+pub fn checker(check: &Check, target: SocketAddr, dial: dial::Dialer) -> Arc<dyn Checker> {
     let with_port = |p: Option<u16>| SocketAddr::new(target.ip(), p.unwrap_or(target.port()));
     match &check.probe {
         Probe::None => Arc::new(NoCheck),
         Probe::Tcp { port } => Arc::new(tcp::Tcp {
             target: with_port(*port),
+            dial,
+            timeout: check.timeout,
         }),
-        Probe::Http(h) => Arc::new(http::Http::new(h.clone(), with_port(h.port))),
+        Probe::Http(h) => Arc::new(http::Http::new(
+            h.clone(),
+            with_port(h.port),
+            dial,
+            check.timeout,
+        )),
         Probe::Script { command } => Arc::new(script::Script {
             command: command.clone(),
             target,

@@ -5,25 +5,33 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
+    sync::Arc,
 };
 
 use lb_common::ServiceKey;
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::{Machine, Report, Status, Timing, checker};
-use crate::config::{Check, Config, Probe};
+use super::{
+    Machine, Report, Status, Timing, checker,
+    dial::{CheckNs, Dialer},
+};
+use crate::config::{Check, Config, Probe, Via};
 
 pub type Key = (ServiceKey, IpAddr);
 
 struct Running {
     check: Check,
     target: SocketAddr,
+    /// First check port (dataplane checks).
+    port: Option<u16>,
     handle: JoinHandle<()>,
 }
 
 pub struct Supervisor {
     tx: mpsc::Sender<Report>,
     tasks: HashMap<Key, Running>,
+    /// Where dataplane checks dial from, once the agent has built it.
+    check_ns: Option<Arc<CheckNs>>,
 }
 
 impl Supervisor {
@@ -31,7 +39,12 @@ impl Supervisor {
         Supervisor {
             tx,
             tasks: HashMap::new(),
+            check_ns: None,
         }
+    }
+
+    pub fn set_check_ns(&mut self, ns: Arc<CheckNs>) {
+        self.check_ns = Some(ns);
     }
 
     pub fn len(&self) -> usize {
@@ -50,15 +63,20 @@ impl Supervisor {
         cfg: &Config,
         current: impl Fn(&Key) -> Option<Status>,
     ) -> Vec<(Key, Status)> {
-        let mut wanted: HashMap<Key, (&Check, SocketAddr)> = HashMap::new();
+        let ports = crate::plan::check_ports(cfg);
+        let mut wanted: HashMap<Key, (&Check, SocketAddr, Option<u16>)> = HashMap::new();
         for s in &cfg.services {
             for b in &s.backends {
-                if b.check.probe != Probe::None {
-                    wanted.insert(
-                        (s.key(), b.address),
-                        (&b.check, SocketAddr::new(b.address, s.port)),
-                    );
+                if b.check.probe == Probe::None {
+                    continue;
                 }
+                let key = (s.key(), b.address);
+                // Through the data path the check asks the VIP.
+                let (target, port) = match b.check.via {
+                    Via::Direct => (SocketAddr::new(b.address, s.port), None),
+                    Via::Dataplane => (SocketAddr::new(s.vip, s.port), ports.get(&key).copied()),
+                };
+                wanted.insert(key, (&b.check, target, port));
             }
         }
         self.tasks.retain(|k, r| {
@@ -69,10 +87,11 @@ impl Supervisor {
             keep
         });
         let mut started = Vec::new();
-        for (key, (check, target)) in wanted {
+        for (key, (check, target, port)) in wanted {
             if let Some(r) = self.tasks.get(&key)
                 && r.check == *check
                 && r.target == target
+                && r.port == port
                 && !r.handle.is_finished()
             {
                 continue;
@@ -86,9 +105,19 @@ impl Supervisor {
                 None => Machine::new(timing, check.initial),
             };
             let status = machine.status();
+            let dial = match (check.via, &self.check_ns, port) {
+                (Via::Dataplane, Some(ns), Some(base)) => Dialer::dataplane(ns.clone(), base),
+                (Via::Dataplane, _, _) => {
+                    // Validated at load; a reload that adds the first one
+                    // needs a restart (refused there).
+                    tracing::warn!(backend = %key.1, "no check path: checking directly");
+                    Dialer::Direct
+                }
+                (Via::Direct, _, _) => Dialer::Direct,
+            };
             let handle = tokio::spawn(super::run_task(
                 key,
-                checker(check, target),
+                checker(check, target, dial),
                 check.timeout,
                 machine,
                 self.tx.clone(),
@@ -98,6 +127,7 @@ impl Supervisor {
                 Running {
                     check: check.clone(),
                     target,
+                    port,
                     handle,
                 },
             );

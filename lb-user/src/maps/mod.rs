@@ -2,6 +2,7 @@
 //! attach, pins), the writer (the only code that writes a map) and
 //! read-only pinned access for `lb show`.
 
+mod check_ports;
 pub mod loader;
 pub mod migrate;
 pub mod pinned;

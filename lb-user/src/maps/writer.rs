@@ -17,7 +17,7 @@ use lb_common::{
 };
 use thiserror::Error;
 
-use super::Sizes;
+use super::{Sizes, check_ports::CheckPorts};
 use crate::{
     addr,
     health::Key,
@@ -95,6 +95,7 @@ pub struct Writer {
     own_mac: Array<MapData, OwnMac>,
     slot_sums: Array<MapData, u64>,
     tunnel: Array<MapData, Tunnel>,
+    checks: CheckPorts,
     sizes: Sizes,
     services: BTreeMap<ServiceKey, SvcState>,
     service_ids: IdPool,
@@ -130,6 +131,10 @@ impl Writer {
             own_mac: take(ebpf, names::OWN_MAC)?,
             slot_sums: take(ebpf, names::SLOT_SUMS)?,
             tunnel: take(ebpf, names::TUNNEL)?,
+            checks: CheckPorts::new(
+                take(ebpf, names::CHECK_PORTS)?,
+                take(ebpf, names::CHECK_PATH)?,
+            ),
             sizes,
             services: BTreeMap::new(),
             service_ids: IdPool::new(sizes.max_services),
@@ -250,6 +255,10 @@ impl Writer {
         for d in desired {
             self.apply_service(d)?;
         }
+        let services = &self.services;
+        self.checks.sync(desired, |d, addr| {
+            services.get(&d.key)?.backends.get(&addr).map(|(id, _)| *id)
+        })?;
         if self.writes != before {
             self.agent_stats
                 .set(0, self.writes, 0)
@@ -487,6 +496,15 @@ impl Writer {
             self.own_mac.set(0, want, 0).map_err(map_err)?;
         }
         Ok(())
+    }
+
+    /// The check namespace's veth, for checks through the data path; its
+    /// ifindex goes into the devmap (answers are redirected there).
+    pub fn write_check_path(&mut self, p: &lb_common::check::CheckPath) -> Result<()> {
+        if self.devmap_ifaces.insert(p.ifindex) {
+            self.devmap.insert(p.ifindex, p.ifindex, None, 0)?;
+        }
+        Ok(self.checks.write_path(p)?)
     }
 
     /// Outer sources and GUE port of tunnel services.

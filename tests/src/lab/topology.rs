@@ -109,6 +109,9 @@ impl Lab {
         ip(&ns, &format!("addr add {}/25 dev eth0", self.backend_addr(b)))?;
         ip(&ns, &format!("addr add {}/64 dev eth0 nodad", self.backend_addr6(b)))?;
         ip(&ns, "link set eth0 up")?;
+        // Its answers to checks through the data path are redirected by XDP
+        // into the balancer's check namespace: they need full checksums.
+        netns::exec(&ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
         ip(&ns, "route add default via 198.51.100.129")?;
         ip(&ns, "-6 route add default via 2001:db8:2::1")?;
         Ok(())
@@ -129,6 +132,8 @@ impl Lab {
         ip(&ns, &format!("addr add {LAN6}::{host:x}/64 dev eth0 nodad"))?;
         ip(&ns, "link set eth0 up")?;
         if backend {
+            // Full checksums (see routed_backend).
+            netns::exec(&ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
             // LVS-DR real server: the VIP on lo, never answered for or announced on eth0.
             ip(&ns, &format!("addr add {VIP4}/32 dev lo"))?;
             ip(&ns, &format!("addr add {VIP6}/128 dev lo"))?;

@@ -76,6 +76,7 @@ fn packets_and_tables() -> Result<()> {
             src_mac: LB_MAC,
             mac: Some([2, 0, 0, 0, 0, 0x11 + i as u8]),
             via: None,
+            check_port: None,
             healthy: true,
             effective: (1 + i % 3) * 1000,
             warming: false,
