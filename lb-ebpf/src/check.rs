@@ -53,7 +53,11 @@ pub fn reply(ctx: &XdpContext, p: &Parsed) -> Option<u32> {
         (*eth).src_addr = path.our_mac;
     }
     stats::reason(Reason::FwdCheck);
-    Some(DEVMAP.redirect(path.ifindex, 0).unwrap_or(xdp_action::XDP_DROP))
+    Some(
+        DEVMAP
+            .redirect(path.ifindex, 0)
+            .unwrap_or(xdp_action::XDP_DROP),
+    )
 }
 
 /// A check leaving the namespace: to its backend, the way the backend's

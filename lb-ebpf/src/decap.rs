@@ -136,7 +136,7 @@ fn try_decap(ctx: &XdpContext) -> Result<(), DecapReason> {
         Err(_) => return Err(DecapReason::PassMalformed),
     }
     // SAFETY: the value is only tested for presence.
-    if unsafe { DECAP_VIPS.get(&vip) }.is_none() {
+    if unsafe { DECAP_VIPS.get(vip) }.is_none() {
         return Err(DecapReason::PassNotVip);
     }
     strip(ctx, l2, inner_off, version)

@@ -3,7 +3,10 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use lb_common::{BACKEND_CONFIGURED, BACKEND_HAS_MAC, Backend, FLOW_CLOSING, FlowKey, FlowValue, ServiceKey, ServiceMeta};
+use lb_common::{
+    BACKEND_CONFIGURED, BACKEND_HAS_MAC, Backend, FLOW_CLOSING, FlowKey, FlowValue, ServiceKey,
+    ServiceMeta,
+};
 
 use crate::maps::{ACTIVE, BACKENDS, FLOWS, OWN_MAC, SERVICES};
 

@@ -77,7 +77,8 @@ pub static ICMP_BUDGET: PerCpuArray<IcmpBudget> = PerCpuArray::pinned(1, 0);
 
 // The FIB request of a tunnelled packet: 64 bytes the stack cannot spare.
 #[map]
-pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
+pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
+    PerCpuArray::with_max_entries(1, 0);
 
 // Dataplane checks: which backend each check source port is for.
 #[map]

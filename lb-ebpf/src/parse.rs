@@ -206,7 +206,12 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
 /// The IPv4 packet at `off`, which must end by `frame_len`; its addresses
 /// go into `key`.
 #[inline(always)]
-pub fn ipv4(ctx: &XdpContext, off: usize, frame_len: usize, key: &mut FlowKey) -> Result<Ip, Reason> {
+pub fn ipv4(
+    ctx: &XdpContext,
+    off: usize,
+    frame_len: usize,
+    key: &mut FlowKey,
+) -> Result<Ip, Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
     // SAFETY: ptr_at checked the bounds.
     let (vihl, total, frags, proto, tos, ttl) = unsafe {
@@ -248,7 +253,12 @@ pub fn ipv4(ctx: &XdpContext, off: usize, frame_len: usize, key: &mut FlowKey) -
 
 /// The IPv6 packet at `off` (fixed header only), as `ipv4`.
 #[inline(always)]
-pub fn ipv6(ctx: &XdpContext, off: usize, frame_len: usize, key: &mut FlowKey) -> Result<Ip, Reason> {
+pub fn ipv6(
+    ctx: &XdpContext,
+    off: usize,
+    frame_len: usize,
+    key: &mut FlowKey,
+) -> Result<Ip, Reason> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
     // SAFETY: ptr_at checked the bounds.
     let (vcf, payload, next, hop) = unsafe {

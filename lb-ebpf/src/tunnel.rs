@@ -197,7 +197,9 @@ fn encap(
     };
 
     // In a per-CPU map, not on the stack (see `forward`).
-    let fib = FIB_SCRATCH.get_ptr_mut(0).ok_or((Reason::DropNoRoute, DROP))?;
+    let fib = FIB_SCRATCH
+        .get_ptr_mut(0)
+        .ok_or((Reason::DropNoRoute, DROP))?;
     // SAFETY: this CPU's value, nothing else uses it while we run; all
     // zero is a valid request to fill in.
     let fib = unsafe {
@@ -250,8 +252,7 @@ fn encap(
         return Err((Reason::PassTruncated, PASS));
     }
     let ether_type = if outer6 { ETH_P_IPV6 } else { ETH_P_IP };
-    forward::write_l2(ctx, l2, &fib.dmac, &fib.smac, tci, ether_type)
-        .map_err(|r| (r, DROP))?;
+    forward::write_l2(ctx, l2, &fib.dmac, &fib.smac, tci, ether_type).map_err(|r| (r, DROP))?;
     let inner_proto_len = ip.len + if gue { UDP_HDR } else { 0 };
     let tos = ip.tos;
     let bad = |r| (r, DROP);

@@ -109,10 +109,17 @@ pub fn check_ports(cfg: &Config) -> HashMap<Key, u16> {
     cfg.services
         .iter()
         .flat_map(|s| s.backends.iter().map(move |b| (s, b)))
-        .filter(|(_, b)| b.check.via == crate::config::Via::Dataplane && b.check.probe != Probe::None)
+        .filter(|(_, b)| {
+            b.check.via == crate::config::Via::Dataplane && b.check.probe != Probe::None
+        })
         .take(MAX_DATAPLANE_CHECKS as usize)
         .enumerate()
-        .map(|(i, (s, b))| ((s.key(), b.address), CHECK_PORT_BASE + i as u16 * CHECK_BLOCK))
+        .map(|(i, (s, b))| {
+            (
+                (s.key(), b.address),
+                CHECK_PORT_BASE + i as u16 * CHECK_BLOCK,
+            )
+        })
         .collect()
 }
 

@@ -178,7 +178,11 @@ pub struct Outer {
 /// between its L2 header and its IP packet: TOS/DSCP, TTL and DF carried
 /// over from the inner header, checksums computed here.
 pub fn encapsulate(input: &[u8], o: &Outer) -> Vec<u8> {
-    let l3 = if input[12..14] == [0x81, 0x00] { 18 } else { 14 };
+    let l3 = if input[12..14] == [0x81, 0x00] {
+        18
+    } else {
+        14
+    };
     let inner = &input[l3..];
     let v4_inner = inner[0] >> 4 == 4;
     let (tos, ttl, df) = if v4_inner {

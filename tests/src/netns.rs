@@ -94,8 +94,10 @@ pub struct Entered {
 
 impl Entered {
     pub fn new(ns: &str) -> Result<Self> {
-        let home = File::open("/proc/thread-self/ns/net").context("opening this thread's namespace")?;
-        let target = File::open(netns_path(ns)).with_context(|| format!("opening namespace {ns}"))?;
+        let home =
+            File::open("/proc/thread-self/ns/net").context("opening this thread's namespace")?;
+        let target =
+            File::open(netns_path(ns)).with_context(|| format!("opening namespace {ns}"))?;
         // SAFETY: affects only this thread.
         if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             bail!("setns {ns}: {}", std::io::Error::last_os_error());

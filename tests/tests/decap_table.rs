@@ -11,7 +11,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use lb_common::{
-    decap::{DecapReason, DECAP_REASON_COUNT},
+    decap::{DECAP_REASON_COUNT, DecapReason},
     names,
 };
 use lb_tests::{
@@ -34,15 +34,27 @@ struct Decap {
 impl Decap {
     fn new() -> Decap {
         let pin_dir = unique_pin_dir("decap");
-        let vips: Vec<IpAddr> = vec!["203.0.113.10".parse().unwrap(), "2001:db8:f::10".parse().unwrap()];
+        let vips: Vec<IpAddr> = vec![
+            "203.0.113.10".parse().unwrap(),
+            "2001:db8:f::10".parse().unwrap(),
+        ];
         let mut ebpf = decap::load(&pin_dir, &vips, GUE_PORT).expect("the decap object loads");
-        let p: &mut Xdp = ebpf.program_mut(names::PROG_DECAP).unwrap().try_into().unwrap();
+        let p: &mut Xdp = ebpf
+            .program_mut(names::PROG_DECAP)
+            .unwrap()
+            .try_into()
+            .unwrap();
         p.load().expect("the decap program passes the verifier");
         Decap { ebpf, pin_dir }
     }
 
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let p: &Xdp = self.ebpf.program(names::PROG_DECAP).unwrap().try_into().unwrap();
+        let p: &Xdp = self
+            .ebpf
+            .program(names::PROG_DECAP)
+            .unwrap()
+            .try_into()
+            .unwrap();
         let mut out = vec![0u8; frame.len() + 256];
         let r = p
             .test_run(TestRunOptions {
@@ -105,36 +117,81 @@ fn every_encapsulation_comes_out_as_the_exact_inner_frame() {
         ..Frame::udp("192.0.2.7", 5353, "203.0.113.10", 53)
     };
     let cases: Vec<(&str, Frame, Outer)> = vec![
-        ("ipip", tcp4.clone(), outer("198.51.100.2", "198.51.100.140", None)),
-        ("ip6ip6", tcp6.clone(), outer("2001:db8:1::2", "2001:db8:2::140", None)),
-        ("4in6", tcp4.clone(), outer("2001:db8:1::2", "2001:db8:2::140", None)),
-        ("gue v4", tcp4.clone(), outer("198.51.100.2", "198.51.100.140", Some(GUE_PORT))),
-        ("gue v6", tcp6.clone(), outer("2001:db8:1::2", "2001:db8:2::140", Some(GUE_PORT))),
-        ("gue 4in6", tcp4.clone(), outer("2001:db8:1::2", "2001:db8:2::140", Some(GUE_PORT))),
+        (
+            "ipip",
+            tcp4.clone(),
+            outer("198.51.100.2", "198.51.100.140", None),
+        ),
+        (
+            "ip6ip6",
+            tcp6.clone(),
+            outer("2001:db8:1::2", "2001:db8:2::140", None),
+        ),
+        (
+            "4in6",
+            tcp4.clone(),
+            outer("2001:db8:1::2", "2001:db8:2::140", None),
+        ),
+        (
+            "gue v4",
+            tcp4.clone(),
+            outer("198.51.100.2", "198.51.100.140", Some(GUE_PORT)),
+        ),
+        (
+            "gue v6",
+            tcp6.clone(),
+            outer("2001:db8:1::2", "2001:db8:2::140", Some(GUE_PORT)),
+        ),
+        (
+            "gue 4in6",
+            tcp4.clone(),
+            outer("2001:db8:1::2", "2001:db8:2::140", Some(GUE_PORT)),
+        ),
         (
             "ipip 802.1Q",
-            Frame { vlan: Some(7), ..tcp4.clone() },
+            Frame {
+                vlan: Some(7),
+                ..tcp4.clone()
+            },
             outer("198.51.100.2", "198.51.100.140", None),
         ),
         (
             "gue v6 802.1Q",
-            Frame { vlan: Some(9), ..tcp6.clone() },
+            Frame {
+                vlan: Some(9),
+                ..tcp6.clone()
+            },
             outer("2001:db8:1::2", "2001:db8:2::140", Some(GUE_PORT)),
         ),
         (
             "ipip, inner IP options",
-            Frame { ip_option_words: 2, ..tcp4.clone() },
+            Frame {
+                ip_option_words: 2,
+                ..tcp4.clone()
+            },
             outer("198.51.100.2", "198.51.100.140", None),
         ),
-        ("ipip, inner fragment", frag4, outer("198.51.100.2", "198.51.100.140", None)),
+        (
+            "ipip, inner fragment",
+            frag4,
+            outer("198.51.100.2", "198.51.100.140", None),
+        ),
     ];
     let mut n = 0;
     for (name, f, o) in cases {
         let (v, out) = d.run(&encapsulate(&f.build(), &o));
         assert_eq!(v, XDP_PASS, "{name}");
-        assert_eq!(out, inner_frame(&f), "{name}: the inner frame, byte for byte");
+        assert_eq!(
+            out,
+            inner_frame(&f),
+            "{name}: the inner frame, byte for byte"
+        );
         n += 1;
-        assert_eq!(d.counts()[DecapReason::Decapsulated as usize], n, "{name}: counted");
+        assert_eq!(
+            d.counts()[DecapReason::Decapsulated as usize],
+            n,
+            "{name}: counted"
+        );
     }
 }
 
@@ -146,7 +203,10 @@ fn everything_else_passes_untouched() {
     let d = Decap::new();
     let tcp4 = Frame::tcp("192.0.2.7", 40000, "203.0.113.10", 80);
     let other_vip = Frame::tcp("192.0.2.7", 40000, "203.0.113.99", 80);
-    let good = encapsulate(&tcp4.build(), &outer("198.51.100.2", "198.51.100.140", None));
+    let good = encapsulate(
+        &tcp4.build(),
+        &outer("198.51.100.2", "198.51.100.140", None),
+    );
     let mut truncated_inner = good.clone();
     truncated_inner.truncate(good.len() - 10);
     // The outer IPv4 header claims more than the frame holds.
@@ -155,21 +215,42 @@ fn everything_else_passes_untouched() {
     // The inner header claims IHL 4.
     let mut bad_inner = good.clone();
     bad_inner[34] = 0x44;
-    let mut gue_variant0 = encapsulate(&tcp4.build(), &outer("198.51.100.2", "198.51.100.140", Some(GUE_PORT)));
+    let mut gue_variant0 = encapsulate(
+        &tcp4.build(),
+        &outer("198.51.100.2", "198.51.100.140", Some(GUE_PORT)),
+    );
     gue_variant0[42] = 0x00; // a GUE header, not direct IP
     let cases: Vec<(&str, Vec<u8>, DecapReason)> = vec![
-        ("plain TCP to the VIP", tcp4.build(), DecapReason::PassNotTunnel),
-        ("plain IPv6", Frame::tcp("2001:db8:c::7", 1, "2001:db8:f::10", 80).build(), DecapReason::PassNotTunnel),
-        ("ARP", lb_tests::frame::arp_request(), DecapReason::PassNotTunnel),
+        (
+            "plain TCP to the VIP",
+            tcp4.build(),
+            DecapReason::PassNotTunnel,
+        ),
+        (
+            "plain IPv6",
+            Frame::tcp("2001:db8:c::7", 1, "2001:db8:f::10", 80).build(),
+            DecapReason::PassNotTunnel,
+        ),
+        (
+            "ARP",
+            lb_tests::frame::arp_request(),
+            DecapReason::PassNotTunnel,
+        ),
         (
             "UDP to another port",
-            encapsulate(&tcp4.build(), &outer("198.51.100.2", "198.51.100.140", Some(4789))),
+            encapsulate(
+                &tcp4.build(),
+                &outer("198.51.100.2", "198.51.100.140", Some(4789)),
+            ),
             DecapReason::PassNotTunnel,
         ),
         ("GUE variant 0", gue_variant0, DecapReason::PassNotTunnel),
         (
             "inner destination is no VIP",
-            encapsulate(&other_vip.build(), &outer("198.51.100.2", "198.51.100.140", None)),
+            encapsulate(
+                &other_vip.build(),
+                &outer("198.51.100.2", "198.51.100.140", None),
+            ),
             DecapReason::PassNotVip,
         ),
         (
@@ -180,17 +261,38 @@ fn everything_else_passes_untouched() {
             ),
             DecapReason::PassNotVip,
         ),
-        ("inner packet cut short", truncated_inner, DecapReason::PassMalformed),
-        ("outer length past the frame", long_outer, DecapReason::PassMalformed),
+        (
+            "inner packet cut short",
+            truncated_inner,
+            DecapReason::PassMalformed,
+        ),
+        (
+            "outer length past the frame",
+            long_outer,
+            DecapReason::PassMalformed,
+        ),
         ("inner IHL below 5", bad_inner, DecapReason::PassMalformed),
-        ("an IPv4 EtherType and no header", good[..14].to_vec(), DecapReason::PassMalformed),
+        (
+            "an IPv4 EtherType and no header",
+            good[..14].to_vec(),
+            DecapReason::PassMalformed,
+        ),
     ];
     for (name, input, why) in cases {
         let before = d.counts();
         let (v, out) = d.run(&input);
         assert_eq!((v, &out), (XDP_PASS, &input), "{name}: passed untouched");
         let after = d.counts();
-        assert_eq!(after[why as usize], before[why as usize] + 1, "{name}: counted as {}", why.name());
-        assert_eq!(after[DecapReason::Decapsulated as usize], 0, "{name}: nothing decapsulated");
+        assert_eq!(
+            after[why as usize],
+            before[why as usize] + 1,
+            "{name}: counted as {}",
+            why.name()
+        );
+        assert_eq!(
+            after[DecapReason::Decapsulated as usize],
+            0,
+            "{name}: nothing decapsulated"
+        );
     }
 }

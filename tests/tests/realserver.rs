@@ -76,7 +76,10 @@ fn snapshot(h: &Host) -> String {
 
 fn lb(h: &Host, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(lab::bin("LB_BIN", "lb").unwrap());
-    cmd.arg("realserver").args(args).arg("--state").arg(&h.state);
+    cmd.arg("realserver")
+        .args(args)
+        .arg("--state")
+        .arg(&h.state);
     netns::enter(&mut cmd, &h.ns.name).unwrap();
     cmd.output().unwrap()
 }
@@ -84,8 +87,17 @@ fn lb(h: &Host, args: &[&str]) -> std::process::Output {
 fn up(h: &Host, mode: &str, extra: &[&str]) -> std::process::Output {
     let pins = h.pins.to_str().unwrap().to_string();
     let mut args = vec![
-        "up", "--vip", "203.0.113.10", "--vip", "2001:db8:f::10", "--mode", mode, "--interface", "eth0",
-        "--pin-dir", &pins,
+        "up",
+        "--vip",
+        "203.0.113.10",
+        "--vip",
+        "2001:db8:f::10",
+        "--mode",
+        mode,
+        "--interface",
+        "eth0",
+        "--pin-dir",
+        &pins,
     ];
     args.extend_from_slice(extra);
     lb(h, &args)
@@ -112,15 +124,32 @@ fn up_then_down_leaves_the_host_as_before_in_every_mode() {
         let once = snapshot(&h);
         ok(&up(&h, mode, &[]), "up again");
         assert_eq!(snapshot(&h), once, "{mode}: a second up changes nothing");
-        assert!(once.contains("203.0.113.10") && once.contains("2001:db8:f::10"), "{mode}: VIPs on lo");
-        assert!(once.contains("net.ipv4.conf.all.arp_ignore = 1"), "{mode}: arp_ignore");
-        assert!(once.contains("net.ipv4.conf.all.arp_announce = 2"), "{mode}: arp_announce");
-        assert_eq!(once.contains("lb_decap"), mode != "dr", "{mode}: the decap program:\n{once}");
+        assert!(
+            once.contains("203.0.113.10") && once.contains("2001:db8:f::10"),
+            "{mode}: VIPs on lo"
+        );
+        assert!(
+            once.contains("net.ipv4.conf.all.arp_ignore = 1"),
+            "{mode}: arp_ignore"
+        );
+        assert!(
+            once.contains("net.ipv4.conf.all.arp_announce = 2"),
+            "{mode}: arp_announce"
+        );
+        assert_eq!(
+            once.contains("lb_decap"),
+            mode != "dr",
+            "{mode}: the decap program:\n{once}"
+        );
         let status = lb(&h, &["status"]);
         ok(&status, "status");
         assert!(String::from_utf8_lossy(&status.stdout).contains(&format!("mode {mode}")));
         ok(&lb(&h, &["down"]), "down");
-        assert_eq!(snapshot(&h), before, "{mode}: down restores the host exactly");
+        assert_eq!(
+            snapshot(&h),
+            before,
+            "{mode}: down restores the host exactly"
+        );
         assert!(!h.state.exists(), "{mode}: the state file is gone");
         ok(&lb(&h, &["down"]), "down again is harmless");
     }
@@ -137,7 +166,11 @@ fn what_the_operator_had_set_survives_down() {
     let before = snapshot(&h);
     ok(&up(&h, "ipip", &[]), "up");
     ok(&lb(&h, &["down"]), "down");
-    assert_eq!(snapshot(&h), before, "the VIP and arp_ignore were there before and stay");
+    assert_eq!(
+        snapshot(&h),
+        before,
+        "the VIP and arp_ignore were there before and stay"
+    );
 }
 
 #[test]
@@ -145,23 +178,33 @@ fn kernel_tunnel_without_the_modules_is_refused_before_any_change() {
     if !require::root("kernel_tunnel_without_the_modules_is_refused_before_any_change") {
         return;
     }
-    let vips = ["203.0.113.10".parse().unwrap(), "2001:db8:f::10".parse().unwrap()];
+    let vips = [
+        "203.0.113.10".parse().unwrap(),
+        "2001:db8:f::10".parse().unwrap(),
+    ];
     let missing = lb_user::realserver::kernel::missing(lb_user::realserver::Mode::Gue, &vips);
     let h = host("kt");
     let before = snapshot(&h);
     let o = up(&h, "gue", &["--kernel-tunnel"]);
     match missing {
         Some(m) => {
-            assert!(!o.status.success(), "up --kernel-tunnel must fail without {m}");
+            assert!(
+                !o.status.success(),
+                "up --kernel-tunnel must fail without {m}"
+            );
             let err = String::from_utf8_lossy(&o.stderr);
             assert!(err.contains(m) && err.contains("--kernel-tunnel"), "{err}");
             assert_eq!(snapshot(&h), before, "nothing changed");
             assert!(!h.state.exists(), "no state recorded");
-            eprintln!("SKIP the --kernel-tunnel decap path: this kernel has no {m} module (the refusal was tested)");
+            eprintln!(
+                "SKIP the --kernel-tunnel decap path: this kernel has no {m} module (the refusal was tested)"
+            );
         }
         None => {
             ok(&o, "up --kernel-tunnel");
-            let after = String::from_utf8_lossy(&netns::ip(&h.ns.name, "link show tunl0").unwrap().stdout).to_string();
+            let after =
+                String::from_utf8_lossy(&netns::ip(&h.ns.name, "link show tunl0").unwrap().stdout)
+                    .to_string();
             assert!(after.contains("UP"), "tunl0 up: {after}");
             ok(&lb(&h, &["down"]), "down");
             assert_eq!(snapshot(&h), before, "down restores the host exactly");

@@ -102,17 +102,29 @@ fn setup(mode: &'static str, v6: bool, check: &str) -> Setup {
     let cfg = lab
         .write_config_with("lb1", AGENT, &services(&lab, mode, check))
         .unwrap();
-    lab.start_agent_as("lb1", "lb1", &lb_bin(), &cfg, &[]).unwrap();
+    lab.start_agent_as("lb1", "lb1", &lb_bin(), &cfg, &[])
+        .unwrap();
     let vip = vip(v6);
     if let Err(e) = http::get_until(&lab.ns("c"), vip, Duration::from_secs(20), |_| true) {
-        panic!("{vip} not served through {mode} within 20 s: {e}\n{}\nreasons {}", lab.log("lb1"), reasons(&lab));
+        panic!(
+            "{vip} not served through {mode} within 20 s: {e}\n{}\nreasons {}",
+            lab.log("lb1"),
+            reasons(&lab)
+        );
     }
-    Setup { lab, cfg, vip, mode }
+    Setup {
+        lab,
+        cfg,
+        vip,
+        mode,
+    }
 }
 
 /// `n` GETs on new connections from fixed source ports: backend -> count.
 fn spread(s: &Setup, n: u16, port0: u16) -> BTreeMap<String, u32> {
-    let client: IpAddr = if s.vip.is_ipv6() { CLIENT6 } else { CLIENT4 }.parse().unwrap();
+    let client: IpAddr = if s.vip.is_ipv6() { CLIENT6 } else { CLIENT4 }
+        .parse()
+        .unwrap();
     let vip = s.vip;
     netns::in_ns(&s.lab.ns("c"), move || {
         let mut counts = BTreeMap::new();
@@ -187,18 +199,25 @@ fn path_mtu(s: &Setup) {
     // fit the balancer's own egress, so it answers with ICMP too-big.
     let before = reasons(&s.lab)["tx_too_big"].as_u64().unwrap_or(0);
     let bytes = 300_000;
-    let answer = upload(s, bytes).unwrap_or_else(|e| {
-        panic!("{}: upload failed: {e:#}\n{}", s.mode, s.lab.log("lb1"))
-    });
+    let answer = upload(s, bytes)
+        .unwrap_or_else(|e| panic!("{}: upload failed: {e:#}\n{}", s.mode, s.lab.log("lb1")));
     assert!(
         answer.contains(&format!("received {bytes}")),
         "{}: every byte acknowledged and counted by the backend: {answer:?}",
         s.mode
     );
     let after = reasons(&s.lab)["tx_too_big"].as_u64().unwrap_or(0);
-    assert!(after > before, "{}: the client learnt the MTU from the balancer's ICMP", s.mode);
+    assert!(
+        after > before,
+        "{}: the client learnt the MTU from the balancer's ICMP",
+        s.mode
+    );
     let family = if s.vip.is_ipv6() { "-6" } else { "-4" };
-    let route = netns::ip(&s.lab.ns("c"), &format!("{family} route get {}", s.vip.ip())).unwrap();
+    let route = netns::ip(
+        &s.lab.ns("c"),
+        &format!("{family} route get {}", s.vip.ip()),
+    )
+    .unwrap();
     let route = String::from_utf8_lossy(&route.stdout).to_string();
     assert!(
         route.contains("mtu"),
@@ -229,7 +248,14 @@ fn dataplane_check_finds_a_broken_backend(s: &Setup) {
     let svc = lb_user::addr::service_name(
         &lb_user::addr::parse_service_name(&format!("{}/tcp", s.vip)).unwrap(),
     );
-    let b2 = s.lab.spec.backends.iter().find(|b| b.name == "b2").unwrap().clone();
+    let b2 = s
+        .lab
+        .spec
+        .backends
+        .iter()
+        .find(|b| b.name == "b2")
+        .unwrap()
+        .clone();
     let b2_addr = if s.vip.is_ipv6() {
         s.lab.backend_addr6(&b2)
     } else {
@@ -247,11 +273,18 @@ fn dataplane_check_finds_a_broken_backend(s: &Setup) {
         .lab
         .wait_backend("lb1", &svc, &b2_addr, "down", Duration::from_secs(10))
         .unwrap();
-    println!("{}: b2 without its decap is {}: {}", s.mode, b["state"], b["health"]["last_error"]);
+    println!(
+        "{}: b2 without its decap is {}: {}",
+        s.mode, b["state"], b["health"]["last_error"]
+    );
     // New connections meanwhile go to the others only.
     let counts = spread(s, 30, 20000);
     assert!(!counts.contains_key("b2"), "{counts:?}");
-    assert_eq!(counts.values().sum::<u32>(), 30, "every new connection served: {counts:?}");
+    assert_eq!(
+        counts.values().sum::<u32>(),
+        30,
+        "every new connection served: {counts:?}"
+    );
     realserver_up(&s.lab, "b2", s.mode).unwrap();
     s.lab
         .wait_backend("lb1", &svc, &b2_addr, "up", Duration::from_secs(10))

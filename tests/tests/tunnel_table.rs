@@ -142,7 +142,14 @@ fn flow_key(f: &Frame) -> FlowKey {
 }
 
 /// The frame the balancer should send for `input`, built by hand.
-fn encapsulated(input: &[u8], f: &Frame, outer_src: IpAddr, outer_dst: IpAddr, gue: bool, our_mac: [u8; 6]) -> Vec<u8> {
+fn encapsulated(
+    input: &[u8],
+    f: &Frame,
+    outer_src: IpAddr,
+    outer_dst: IpAddr,
+    gue: bool,
+    our_mac: [u8; 6],
+) -> Vec<u8> {
     let hash = flow_hash(&flow_key(f), HASH_5TUPLE);
     let outer = Outer {
         src: outer_src,
@@ -247,16 +254,29 @@ fn every_encapsulation_is_exact_to_the_byte() {
         let input = f.build();
         let before = reason(&h, Reason::Encapsulated);
         let (verdict, out) = h.run_on(lb_common::names::PROG_LB, &input, a).expect(name);
-        assert_eq!(verdict, XDP_TX, "{name}: verdict; reasons {:?}", h.reasons());
+        assert_eq!(
+            verdict,
+            XDP_TX,
+            "{name}: verdict; reasons {:?}",
+            h.reasons()
+        );
         let dst: IpAddr = backend.parse().unwrap();
         let src = if dst.is_ipv4() { v4 } else { v6 };
         let want = encapsulated(&input, &f, src, dst, gue, n.mac);
         assert_eq!(out, want, "{name}: the encapsulated frame");
         let l3 = if f.vlan.is_some() { 18 } else { 14 };
         if dst.is_ipv4() {
-            assert_eq!(checksum(&out[l3..l3 + 20], 0), 0, "{name}: outer IPv4 checksum");
+            assert_eq!(
+                checksum(&out[l3..l3 + 20], 0),
+                0,
+                "{name}: outer IPv4 checksum"
+            );
         }
-        assert_eq!(reason(&h, Reason::Encapsulated), before + 1, "{name}: counted");
+        assert_eq!(
+            reason(&h, Reason::Encapsulated),
+            before + 1,
+            "{name}: counted"
+        );
     }
 }
 
@@ -283,7 +303,11 @@ fn hashed_outer_sources_are_stable_per_flow_and_spread_across_flows() {
         assert_eq!(checksum(&o1[14..34], 0), 0, "checksum with a hashed source");
         seen.insert(src1.to_vec());
     }
-    assert!(seen.len() >= 24, "64 flows over 64 sources used only {}", seen.len());
+    assert!(
+        seen.len() >= 24,
+        "64 flows over 64 sources used only {}",
+        seen.len()
+    );
 }
 
 /// The ICMP answer a client should get for `input` (its IP packet from 14).
@@ -353,7 +377,11 @@ fn too_big_for_the_tunnel_gets_icmp_and_a_miss_passes() {
     let input = full4.build();
     let (v, out) = h.run_on(prog, &input, a).expect("run");
     assert_eq!(v, XDP_TX, "Fragmentation Needed goes back out");
-    assert_eq!(out, too_big_answer(&input, 1480), "ICMP Fragmentation Needed, MTU 1500 - 20");
+    assert_eq!(
+        out,
+        too_big_answer(&input, 1480),
+        "ICMP Fragmentation Needed, MTU 1500 - 20"
+    );
     assert_eq!(checksum(&out[14..34], 0), 0);
     assert_eq!(checksum(&out[34..], 0), 0, "ICMP checksum");
     assert_eq!(reason(&h, Reason::TxTooBig), 1);
@@ -365,13 +393,25 @@ fn too_big_for_the_tunnel_gets_icmp_and_a_miss_passes() {
     let input = full6.build();
     let (v, out) = h.run_on(prog, &input, a).expect("run");
     assert_eq!(v, XDP_TX);
-    assert_eq!(out, too_big_answer(&input, 1460), "ICMPv6 Packet Too Big, MTU 1500 - 40");
+    assert_eq!(
+        out,
+        too_big_answer(&input, 1460),
+        "ICMPv6 Packet Too Big, MTU 1500 - 40"
+    );
     assert_eq!(reason(&h, Reason::TxTooBig), 2);
 
     // Without DF the kernel may fragment: passed untouched.
-    let input = Frame { frag: 0, ..full4.clone() }.build();
+    let input = Frame {
+        frag: 0,
+        ..full4.clone()
+    }
+    .build();
     let (v, out) = h.run_on(prog, &input, a).expect("run");
-    assert_eq!((v, out), (XDP_PASS, input), "too big without DF passes untouched");
+    assert_eq!(
+        (v, out),
+        (XDP_PASS, input),
+        "too big without DF passes untouched"
+    );
     assert_eq!(reason(&h, Reason::PassTooBig), 1);
 
     // A backend whose neighbour is unresolved: the kernel's to handle.
@@ -399,7 +439,11 @@ fn icmp_answers_are_rate_limited_per_cpu() {
     let mut sent = 0;
     let mut dropped = 0;
     for _ in 0..300 {
-        match h.run_on(lb_common::names::PROG_LB, &input, a).expect("run").0 {
+        match h
+            .run_on(lb_common::names::PROG_LB, &input, a)
+            .expect("run")
+            .0
+        {
             XDP_TX => sent += 1,
             XDP_DROP => dropped += 1,
             v => panic!("verdict {v}"),
@@ -415,5 +459,8 @@ fn icmp_answers_are_rate_limited_per_cpu() {
         "{sent} answers in {:?}",
         start.elapsed()
     );
-    assert!(dropped > 0 || start.elapsed().as_secs() >= 1, "no answer was limited");
+    assert!(
+        dropped > 0 || start.elapsed().as_secs() >= 1,
+        "no answer was limited"
+    );
 }

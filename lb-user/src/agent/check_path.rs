@@ -52,7 +52,11 @@ pub fn needed(cfg: &Config) -> bool {
 
 /// The checks' sources: the interface's first IPv4 and first global IPv6
 /// address that is not a VIP.
-pub async fn sources(net: &Net, cfg: &Config, ifindex: u32) -> Result<(Option<IpAddr>, Option<IpAddr>)> {
+pub async fn sources(
+    net: &Net,
+    cfg: &Config,
+    ifindex: u32,
+) -> Result<(Option<IpAddr>, Option<IpAddr>)> {
     let vips: Vec<IpAddr> = cfg
         .services
         .iter()
@@ -71,12 +75,19 @@ pub async fn sources(net: &Net, cfg: &Config, ifindex: u32) -> Result<(Option<Ip
         .find(|a| matches!(a, IpAddr::V6(v) if !v.is_unicast_link_local()))
         .copied();
     if v4.is_none() && v6.is_none() {
-        bail!("checks through the data path need an address of the balancer's own on its interface (the checks' source)");
+        bail!(
+            "checks through the data path need an address of the balancer's own on its interface (the checks' source)"
+        );
     }
     Ok((v4, v6))
 }
 
-pub async fn build(bpf: &mut Ebpf, net: &Net, iface: LinkInfo, src: (Option<IpAddr>, Option<IpAddr>)) -> Result<CheckPathHandle> {
+pub async fn build(
+    bpf: &mut Ebpf,
+    net: &Net,
+    iface: LinkInfo,
+    src: (Option<IpAddr>, Option<IpAddr>),
+) -> Result<CheckPathHandle> {
     let ns = std::thread::spawn(|| -> std::io::Result<File> {
         // SAFETY: this thread only makes the namespace and opens it.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -101,7 +112,11 @@ pub async fn build(bpf: &mut Ebpf, net: &Net, iface: LinkInfo, src: (Option<IpAd
         .context("creating the check veth")?;
     let peer = net.link(&inner).await.context("the check veth's peer")?;
     h.link()
-        .set(LinkUnspec::new_with_index(peer.ifindex).setns_by_fd(ns.as_raw_fd()).build())
+        .set(
+            LinkUnspec::new_with_index(peer.ifindex)
+                .setns_by_fd(ns.as_raw_fd())
+                .build(),
+        )
         .execute()
         .await
         .context("moving the check veth into its namespace")?;
@@ -125,9 +140,12 @@ pub async fn build(bpf: &mut Ebpf, net: &Net, iface: LinkInfo, src: (Option<IpAd
                 if unsafe { libc::setns(ns_ref.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                     bail!("setns: {}", std::io::Error::last_os_error());
                 }
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 let mac = rt.block_on(inside(&inner_name, out.mac, src))?;
-                tx_checksum_off(&inner_name).context("turning off the check veth's checksum offload")?;
+                tx_checksum_off(&inner_name)
+                    .context("turning off the check veth's checksum offload")?;
                 // Frames redirected into a veth are taken only by a peer running XDP.
                 let id = pass
                     .attach(&inner_name, XdpMode::Driver)
@@ -216,13 +234,20 @@ fn tx_checksum_off(dev: &str) -> std::io::Result<()> {
 
 /// Inside the namespace: lo and the veth up, the balancer's addresses,
 /// default routes to a gateway that is the veth's outer MAC. The veth's MAC.
-async fn inside(veth: &str, gw_mac: [u8; 6], src: (Option<IpAddr>, Option<IpAddr>)) -> Result<[u8; 6]> {
+async fn inside(
+    veth: &str,
+    gw_mac: [u8; 6],
+    src: (Option<IpAddr>, Option<IpAddr>),
+) -> Result<[u8; 6]> {
     let net = Net::new()?;
     let h = net.handle();
     let lo = net.link("lo").await?;
     let v = net.link(veth).await?;
     for idx in [lo.ifindex, v.ifindex] {
-        h.link().set(LinkUnspec::new_with_index(idx).up().build()).execute().await?;
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await?;
     }
     for a in [src.0, src.1].into_iter().flatten() {
         let prefix = if a.is_ipv4() { 32 } else { 128 };
@@ -243,14 +268,22 @@ async fn inside(veth: &str, gw_mac: [u8; 6], src: (Option<IpAddr>, Option<IpAddr
             .output_interface(v.ifindex)
             .onlink()
             .build();
-        h.route().add(r).execute().await.context("IPv4 default route")?;
+        h.route()
+            .add(r)
+            .execute()
+            .await
+            .context("IPv4 default route")?;
     }
     if src.1.is_some() {
         let r = RouteMessageBuilder::<Ipv6Addr>::new()
             .gateway(GW6)
             .output_interface(v.ifindex)
             .build();
-        h.route().add(r).execute().await.context("IPv6 default route")?;
+        h.route()
+            .add(r)
+            .execute()
+            .await
+            .context("IPv6 default route")?;
     }
     Ok(v.mac)
 }

@@ -278,7 +278,9 @@ fn forward_on(interface: &str) -> Result<()> {
             Ok(Some(old)) => tracing::info!(key, old, "forwarding turned on for tunnel services"),
             Ok(None) => {}
             // IPv6 may be off on the interface: IPv6 tunnels then miss.
-            Err(e) if family == "ipv6" => tracing::warn!(key, error = %e, "cannot turn IPv6 forwarding on; IPv6 tunnels will pass to the kernel"),
+            Err(e) if family == "ipv6" => {
+                tracing::warn!(key, error = %e, "cannot turn IPv6 forwarding on; IPv6 tunnels will pass to the kernel")
+            }
             Err(e) => return Err(e).with_context(|| format!("turning on /proc/sys/{key}")),
         }
     }

@@ -11,7 +11,9 @@ use crate::realserver::{self, Mode, Up, decap, state::State};
 /// Set up this host as a backend of a balancer (VIPs on lo, ARP settings,
 /// the decapsulation program), or undo it.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  lb realserver up --vip 203.0.113.10 --mode dr\n  lb realserver up --vip 203.0.113.10 --vip 2001:db8:f::10 --mode ipip --interface eth0\n  lb realserver status\n  lb realserver down")]
+#[command(
+    after_help = "Examples:\n  lb realserver up --vip 203.0.113.10 --mode dr\n  lb realserver up --vip 203.0.113.10 --vip 2001:db8:f::10 --mode ipip --interface eth0\n  lb realserver status\n  lb realserver down"
+)]
 pub struct Args {
     #[command(subcommand)]
     action: Action,

@@ -20,8 +20,8 @@ use std::{
 
 use lb_common::vrrp::MAX_VRRP;
 use lb_common::{
-    FAMILY_V6, Forward, HashFields, MAX_SCAN_BACKENDS, MAX_TABLE_SIZE, PROTO_TCP, PROTO_UDP, Scheduler,
-    ServiceKey,
+    FAMILY_V6, Forward, HashFields, MAX_SCAN_BACKENDS, MAX_TABLE_SIZE, PROTO_TCP, PROTO_UDP,
+    Scheduler, ServiceKey,
     names::{
         DEFAULT_FLOWS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_PIN_DIR,
         DEFAULT_TABLE_SIZE,
@@ -31,8 +31,8 @@ use toml::Spanned;
 
 pub use check::{Check, HttpProbe, Initial, Probe, Via};
 pub use error::ConfigError;
-pub use tunnel::{Source, TunnelCfg};
 use raw::{RawAgent, RawBackend, RawCheck, RawConfig, RawService};
+pub use tunnel::{Source, TunnelCfg};
 pub use vrrp::{HeartbeatPath, TrackScript, TrackService, Version, Vip, Vrrp};
 
 /// Ring points per unit of weight, as Dubbo's and Ketama's 160.

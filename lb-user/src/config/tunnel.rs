@@ -56,7 +56,11 @@ impl TunnelCfg {
             // Only the last 32 bits take the hash; a shorter IPv6 prefix
             // still varies those.
             let bits = (width - len as u32).min(32);
-            if bits == 0 { 0 } else { u32::MAX >> (32 - bits) }
+            if bits == 0 {
+                0
+            } else {
+                u32::MAX >> (32 - bits)
+            }
         };
         if let Some(Source {
             addr: IpAddr::V4(a),
@@ -64,7 +68,11 @@ impl TunnelCfg {
         }) = self.v4
         {
             t.src4 = a.octets();
-            t.hash_mask4 = if self.hash { host_bits(prefix_len, 32) } else { 0 };
+            t.hash_mask4 = if self.hash {
+                host_bits(prefix_len, 32)
+            } else {
+                0
+            };
             t.flags |= TUNNEL_V4;
         }
         if let Some(Source {
@@ -73,7 +81,11 @@ impl TunnelCfg {
         }) = self.v6
         {
             t.src6 = a.octets();
-            t.hash_mask6 = if self.hash { host_bits(prefix_len, 128) } else { 0 };
+            t.hash_mask6 = if self.hash {
+                host_bits(prefix_len, 128)
+            } else {
+                0
+            };
             t.flags |= TUNNEL_V6;
         }
         t
@@ -90,8 +102,13 @@ impl Validator<'_> {
         let hash = hash.is_some_and(|h| *h.get_ref());
         let mut cfg = TunnelCfg {
             hash,
-            gue_port: self.int(&gue_port.cloned(), DEFAULT_GUE_PORT as u32, 1, 65535, "gue_port")?
-                as u16,
+            gue_port: self.int(
+                &gue_port.cloned(),
+                DEFAULT_GUE_PORT as u32,
+                1,
+                65535,
+                "gue_port",
+            )? as u16,
             ..Default::default()
         };
         let span = sources.map(Spanned::span).unwrap_or_default();
@@ -121,7 +138,10 @@ impl Validator<'_> {
             if slot.replace(src).is_some() {
                 return Err(self.err(
                     s.span(),
-                    format!("a second tunnel_source of the same family: {:?}", s.get_ref()),
+                    format!(
+                        "a second tunnel_source of the same family: {:?}",
+                        s.get_ref()
+                    ),
                     "give at most one IPv4 and one IPv6 source",
                 ));
             }

@@ -88,7 +88,9 @@ impl Dialer {
                 })();
                 let _ = tx.send(r);
             })?;
-        let s = rx.await.map_err(|_| io::Error::other("check dial thread died"))??;
+        let s = rx
+            .await
+            .map_err(|_| io::Error::other("check dial thread died"))??;
         s.set_nonblocking(true)?;
         TcpStream::from_std(s)
     }

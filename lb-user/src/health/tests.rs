@@ -241,7 +241,7 @@ fn http(expect_body: Option<&str>) -> Check {
 }
 
 async fn once(check: &Check, target: SocketAddr) -> Result<(), CheckError> {
-    let c = checker(check, target);
+    let c = checker(check, target, crate::health::dial::Dialer::Direct);
     match tokio::time::timeout(Duration::from_millis(500), c.check()).await {
         Ok(r) => r,
         Err(_) => Err(CheckError::Timeout(Duration::from_millis(500))),

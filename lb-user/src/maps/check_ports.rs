@@ -63,7 +63,9 @@ impl CheckPorts {
             }
         }
         for i in self.written.keys().filter(|i| !want.contains_key(i)) {
-            self.ports.set(*i, CheckPort::default(), 0).map_err(map_err)?;
+            self.ports
+                .set(*i, CheckPort::default(), 0)
+                .map_err(map_err)?;
         }
         self.written = want;
         Ok(())

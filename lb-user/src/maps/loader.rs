@@ -26,8 +26,7 @@ use thiserror::Error;
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
 
 /// The backend side's decapsulation program (`lb realserver`).
-pub static OBJECT_DECAP: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-decap"));
+pub static OBJECT_DECAP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-decap"));
 
 /// bpffs magic from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

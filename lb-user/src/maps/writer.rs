@@ -12,8 +12,8 @@ use std::{
 
 use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError};
 use lb_common::{
-    AgentStats, BACKEND_CONFIGURED, Tunnel, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth,
-    OwnMac, SERVICE_STANDBY, ServiceKey, ServiceMeta, VrrpStatus, names, vrrp::MAX_VRRP,
+    AgentStats, BACKEND_CONFIGURED, BACKEND_HAS_MAC, BACKEND_HEALTHY, Backend, BackendHealth,
+    OwnMac, SERVICE_STANDBY, ServiceKey, ServiceMeta, Tunnel, VrrpStatus, names, vrrp::MAX_VRRP,
 };
 use thiserror::Error;
 
@@ -504,7 +504,7 @@ impl Writer {
         if self.devmap_ifaces.insert(p.ifindex) {
             self.devmap.insert(p.ifindex, p.ifindex, None, 0)?;
         }
-        Ok(self.checks.write_path(p)?)
+        self.checks.write_path(p)
     }
 
     /// Outer sources and GUE port of tunnel services.

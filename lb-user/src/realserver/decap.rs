@@ -40,8 +40,7 @@ pub fn attached(pin_dir: &Path) -> bool {
 /// GUE). The program itself is not loaded yet.
 pub fn load(pin_dir: &Path, vips: &[IpAddr], gue_port: u16) -> Result<Ebpf> {
     loader::ensure_bpffs(pin_dir)?;
-    std::fs::create_dir_all(pin_dir)
-        .with_context(|| format!("creating {}", pin_dir.display()))?;
+    std::fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .load(loader::OBJECT_DECAP)
@@ -101,7 +100,12 @@ pub fn up(pin_dir: &Path, interface: &str, vips: &[IpAddr], gue_port: u16) -> Re
 
 /// Detach (by removing the link's pin) and remove the maps' pins.
 pub fn down(pin_dir: &Path) {
-    for name in [LINK, names::DECAP_VIPS, names::DECAP_CONFIG, names::DECAP_STATS] {
+    for name in [
+        LINK,
+        names::DECAP_VIPS,
+        names::DECAP_CONFIG,
+        names::DECAP_STATS,
+    ] {
         let _ = std::fs::remove_file(pin_dir.join(name));
     }
     let _ = std::fs::remove_dir(pin_dir);

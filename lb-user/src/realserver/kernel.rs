@@ -82,8 +82,10 @@ pub fn up(mode: Mode, vips: &[IpAddr], gue_port: u16, state: &mut State) -> Resu
         if !Path::new("/sys/class/net").join(dev).exists() {
             continue;
         }
-        let flags = std::fs::read_to_string(format!("/sys/class/net/{dev}/flags")).unwrap_or_default();
-        let up = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).is_ok_and(|f| f & 1 != 0);
+        let flags =
+            std::fs::read_to_string(format!("/sys/class/net/{dev}/flags")).unwrap_or_default();
+        let up = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16)
+            .is_ok_and(|f| f & 1 != 0);
         if !up {
             run("ip", &["link", "set", dev, "up"])?;
             ch.links_up.push(dev.to_string());
@@ -109,7 +111,10 @@ pub fn up(mode: Mode, vips: &[IpAddr], gue_port: u16, state: &mut State) -> Resu
         for v6 in [false, true] {
             let family = if v6 { "-6" } else { "-4" };
             let shown = run("ip", &[family, "fou", "show"]).unwrap_or_default();
-            if shown.lines().any(|l| l.split_whitespace().nth(1) == Some(port.as_str())) {
+            if shown
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(port.as_str()))
+            {
                 continue;
             }
             run("ip", &[family, "fou", "add", "port", &port, "gue"])?;

@@ -54,8 +54,11 @@ pub struct Up {
 
 /// The decap pin directory for `interface` under `base`.
 pub fn pin_dir(base: Option<&Path>, interface: &str) -> PathBuf {
-    base.map_or_else(|| PathBuf::from(DEFAULT_REALSERVER_PIN_DIR), Path::to_path_buf)
-        .join(interface)
+    base.map_or_else(
+        || PathBuf::from(DEFAULT_REALSERVER_PIN_DIR),
+        Path::to_path_buf,
+    )
+    .join(interface)
 }
 
 fn host_prefix(a: IpAddr) -> u8 {
@@ -134,7 +137,9 @@ async fn apply(req: &Up, st: &mut State) -> Result<()> {
     for i in &ifaces {
         for (name, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
             let key = sysctl::conf("ipv4", i, name);
-            if let Some(old) = sysctl::set(&key, value).with_context(|| format!("setting /proc/sys/{key}"))? {
+            if let Some(old) =
+                sysctl::set(&key, value).with_context(|| format!("setting /proc/sys/{key}"))?
+            {
                 st.changed(&key, old, value);
             }
         }
@@ -142,7 +147,11 @@ async fn apply(req: &Up, st: &mut State) -> Result<()> {
     if req.mode == Mode::Dr {
         return Ok(());
     }
-    let gue = if req.mode == Mode::Gue { req.gue_port } else { 0 };
+    let gue = if req.mode == Mode::Gue {
+        req.gue_port
+    } else {
+        0
+    };
     if req.kernel_tunnel {
         let vips = st.vips.clone();
         return kernel::up(req.mode, &vips, req.gue_port, st);

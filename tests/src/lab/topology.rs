@@ -82,15 +82,15 @@ impl Lab {
         let (r, sw) = (self.ns("r"), self.ns("sw"));
         ip(&sw, "link add br1 type bridge")?;
         ip(&sw, "link set br1 up")?;
-        ip(&r, &format!("link add eth1 type veth peer name r1 netns {sw}"))?;
+        ip(
+            &r,
+            &format!("link add eth1 type veth peer name r1 netns {sw}"),
+        )?;
         ip(&sw, "link set r1 master br1 up")?;
         ip(&r, "addr add 198.51.100.129/25 dev eth1")?;
         ip(&r, "addr add 2001:db8:2::1/64 dev eth1 nodad")?;
         ip(&r, "link set eth1 up")?;
-        for key in [
-            "net.ipv4.ip_forward",
-            "net.ipv6.conf.all.forwarding",
-        ] {
+        for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
             sysctl(&r, key, "1")?;
         }
         for dev in ["all", "default", "eth0", "eth1"] {
@@ -103,11 +103,20 @@ impl Lab {
     fn routed_backend(&self, role: &str, b: &super::BackendSpec) -> Result<()> {
         let (ns, sw) = (self.ns(role), self.ns("sw"));
         ip("", &format!("netns add {ns}"))?;
-        ip(&ns, &format!("link add eth0 type veth peer name {role} netns {sw}"))?;
+        ip(
+            &ns,
+            &format!("link add eth0 type veth peer name {role} netns {sw}"),
+        )?;
         ip(&sw, &format!("link set {role} master br1 up"))?;
         ip(&ns, "link set lo up")?;
-        ip(&ns, &format!("addr add {}/25 dev eth0", self.backend_addr(b)))?;
-        ip(&ns, &format!("addr add {}/64 dev eth0 nodad", self.backend_addr6(b)))?;
+        ip(
+            &ns,
+            &format!("addr add {}/25 dev eth0", self.backend_addr(b)),
+        )?;
+        ip(
+            &ns,
+            &format!("addr add {}/64 dev eth0 nodad", self.backend_addr6(b)),
+        )?;
         ip(&ns, "link set eth0 up")?;
         // Its answers to checks through the data path are redirected by XDP
         // into the balancer's check namespace: they need full checksums.
