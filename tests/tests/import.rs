@@ -346,3 +346,52 @@ fn an_imported_keepalived_conf_serves_the_vip_and_fails_over() {
         l.log("lb2")
     );
 }
+
+#[test]
+fn an_lvs_tun_service_becomes_an_ipip_service_with_this_balancers_source() {
+    // Without an address of this node in the file, the source is asked for.
+    let out = import(&data("tun/keepalived.conf"), None);
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        report.contains(
+            "keepalived.conf:5: lb_kind TUN: the outer source is this balancer's address"
+        ) && report.contains("--tunnel-source"),
+        "{report}"
+    );
+    let out = Command::new(lb())
+        .arg("import-keepalived")
+        .arg(data("tun/keepalived.conf"))
+        .args(["--tunnel-source", "198.51.100.5"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("keepalived.conf:5: lb_kind TUN: forward = \"ipip\""),
+        "{report}"
+    );
+    let toml = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(toml.contains("forward = \"ipip\""), "{toml}");
+    assert!(
+        toml.contains("tunnel_source = [\"198.51.100.5\"]"),
+        "{toml}"
+    );
+    // The importer checks its own output; lb check agrees.
+    let dir = std::env::temp_dir().join(format!("lb-import-tun-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("lb.toml");
+    std::fs::write(&cfg, &toml).unwrap();
+    let check = Command::new(lb())
+        .arg("check")
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

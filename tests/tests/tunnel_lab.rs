@@ -227,9 +227,32 @@ fn path_mtu(s: &Setup) {
     println!("{}: upload of {bytes} bytes done; {route}", s.mode);
 }
 
-/// `lb realserver status` counts decapsulated packets; `down` leaves the
-/// backend as before (its VIPs gone from lo, no program).
-fn realserver_status_and_down(s: &Setup) {
+/// `lb show` gives each service's mode and each backend's next hop;
+/// `lb realserver status` counts decapsulated packets.
+fn show_and_realserver_status(s: &Setup) {
+    // lb show: the mode, and each backend's next hop (the router) and MAC.
+    let dir = s.lab.pin_dir("lb1");
+    let services = lb_show(&["services", "--pin-dir", dir.to_str().unwrap()]).unwrap();
+    assert!(
+        services["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["forward"] == s.mode),
+        "{services}"
+    );
+    let router = if s.vip.is_ipv6() {
+        "2001:db8:1::1"
+    } else {
+        "198.51.100.1"
+    };
+    let svc = lb_user::addr::service_name(
+        &lb_user::addr::parse_service_name(&format!("{}/tcp", s.vip)).unwrap(),
+    );
+    for (addr, b) in s.lab.backends("lb1", &svc).unwrap() {
+        assert_eq!(b["next_hop"], router, "{addr}: {b}");
+        assert!(b["mac"].is_string(), "{addr}: {b}");
+    }
     let st = realserver(&s.lab, "b1", &["status", "--json"]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&st).unwrap();
     let decapsulated = v["decap"]
@@ -303,7 +326,7 @@ fn ipip_v4_serves_through_a_router() {
     let s = setup("ipip", false, DATAPLANE_CHECK);
     weights_and_reload(&s);
     path_mtu(&s);
-    realserver_status_and_down(&s);
+    show_and_realserver_status(&s);
     dataplane_check_finds_a_broken_backend(&s);
 }
 
@@ -315,7 +338,7 @@ fn gue_v4_serves_through_a_router() {
     let s = setup("gue", false, "");
     weights_and_reload(&s);
     path_mtu(&s);
-    realserver_status_and_down(&s);
+    show_and_realserver_status(&s);
 }
 
 #[test]
@@ -326,6 +349,6 @@ fn ipip_v6_serves_through_a_router() {
     let s = setup("ipip", true, DATAPLANE_CHECK);
     weights_and_reload(&s);
     path_mtu(&s);
-    realserver_status_and_down(&s);
+    show_and_realserver_status(&s);
     dataplane_check_finds_a_broken_backend(&s);
 }

@@ -23,10 +23,14 @@ pub struct Args {
     /// keepalived -i ID does.
     #[arg(long)]
     router_id: Option<String>,
+    /// This balancer's address, the outer source of `lb_kind TUN` services
+    /// (repeat for IPv4 and IPv6; default: the file's unicast_src_ip).
+    #[arg(long)]
+    tunnel_source: Vec<std::net::IpAddr>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<bool> {
-    let imported = import::import(&args.file, args.router_id.as_deref())?;
+    let imported = import::import(&args.file, args.router_id.as_deref(), &args.tunnel_source)?;
     for n in &imported.notes {
         let mark = if n.essential {
             " (cannot be imported)"

@@ -203,6 +203,21 @@ impl Validator<'_> {
                 "raise [agent] max_backends",
             ));
         }
+        let dataplane = services
+            .iter()
+            .flat_map(|s| &s.backends)
+            .filter(|b| b.check.via == Via::Dataplane && b.check.probe != Probe::None)
+            .count();
+        if dataplane > lb_common::check::MAX_DATAPLANE_CHECKS as usize {
+            return Err(ConfigError::whole(
+                self.path,
+                format!(
+                    "{dataplane} backends checked with via = \"dataplane\", more than {}",
+                    lb_common::check::MAX_DATAPLANE_CHECKS
+                ),
+                "check the others directly (via = \"direct\", the default)",
+            ));
+        }
         if raw.vrrp.len() > MAX_VRRP as usize {
             return Err(ConfigError::whole(
                 self.path,
@@ -424,6 +439,21 @@ impl Validator<'_> {
         for b in s.backends {
             let span = b.span();
             let b = self.backend(b.into_inner(), vip, forward, s.check.as_ref())?;
+            let check_port = match &b.check.probe {
+                Probe::Tcp { port } => *port,
+                Probe::Http(h) => h.port,
+                _ => None,
+            };
+            if b.check.via == Via::Dataplane && port == 0 && check_port.is_none() {
+                return Err(self.err(
+                    span.clone(),
+                    format!(
+                        "the check of {} goes to the VIP, but the service has every port",
+                        b.address
+                    ),
+                    "give the check a port (check = { ..., port = 80 }) for the VIP to be asked on",
+                ));
+            }
             if forward.tunnel()
                 && agent
                     .tunnel

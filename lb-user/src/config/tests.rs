@@ -366,3 +366,115 @@ fn api_address_is_parsed_or_pointed_at() {
     );
     assert!(e.hint.contains("127.0.0.1:9100"), "{e}");
 }
+
+const TUNNEL: &str = r#"
+[agent]
+interface = "eth0"
+tunnel_source = ["198.51.100.5", "2001:db8:1::5"]
+
+[[service]]
+vip = "203.0.113.10"
+port = 80
+forward = "ipip"
+backends = [ { address = "192.0.2.11" }, { address = "2001:db8:2::12" } ]
+
+[[service]]
+vip = "2001:db8:f::10"
+port = 80
+forward = "gue"
+check = { kind = "tcp", via = "dataplane" }
+backends = [ { address = "2001:db8:2::11" } ]
+"#;
+
+#[test]
+fn tunnel_services_parse_with_their_sources() {
+    let c = parse(TUNNEL).unwrap();
+    assert_eq!(c.services[0].forward, Forward::Ipip);
+    assert_eq!(c.services[1].forward, Forward::Gue);
+    assert_eq!(c.services[1].backends[0].check.via, Via::Dataplane);
+    assert_eq!(c.services[0].backends[0].check.via, Via::Direct);
+    let t = c.agent.tunnel.record();
+    assert_eq!(t.src4, [198, 51, 100, 5]);
+    assert_eq!(t.flags, lb_common::TUNNEL_V4 | lb_common::TUNNEL_V6);
+    assert_eq!((t.hash_mask4, t.hash_mask6), (0, 0));
+    assert_eq!(t.gue_port, lb_common::DEFAULT_GUE_PORT);
+    // One address is fine as a plain string; hashed sources are prefixes.
+    let one = TUNNEL.replace(
+        "tunnel_source = [\"198.51.100.5\", \"2001:db8:1::5\"]",
+        "tunnel_source = \"198.51.100.5\"\ngue_port = 7000",
+    );
+    let e = parse(&one).expect_err("IPv6 backends need an IPv6 source");
+    assert!(e.message.contains("needs an IPv6 tunnel_source"), "{e}");
+    let hashed = TUNNEL.replace(
+        "tunnel_source = [\"198.51.100.5\", \"2001:db8:1::5\"]",
+        "tunnel_source = [\"198.51.100.64/26\", \"2001:db8:1::/96\"]\ntunnel_source_hash = true",
+    );
+    let t = parse(&hashed).unwrap().agent.tunnel.record();
+    assert_eq!((t.hash_mask4, t.hash_mask6), (0x3f, u32::MAX));
+}
+
+#[test]
+fn tunnel_mistakes_point_at_their_key() {
+    // A tunnel service without a source of its backends' family.
+    let no_source = TUNNEL.replace(
+        "tunnel_source = [\"198.51.100.5\", \"2001:db8:1::5\"]\n",
+        "",
+    );
+    err_at(&no_source, 8, 11, "needs an IPv4 tunnel_source");
+    // A prefix without hashing, an address with it, two of one family, junk.
+    let prefix = TUNNEL.replace("\"198.51.100.5\"", "\"198.51.100.0/24\"");
+    err_at(&prefix, 4, 17, "is a prefix, but tunnel_source_hash is off");
+    let addr_hashed = TUNNEL.replace(
+        "tunnel_source = [",
+        "tunnel_source_hash = true\ntunnel_source = [",
+    );
+    err_at(&addr_hashed, 5, 17, "needs a prefix");
+    let twice = TUNNEL.replace("\"2001:db8:1::5\"", "\"198.51.100.6\"");
+    err_at(&twice, 4, 17, "a second tunnel_source of the same family");
+    let junk = TUNNEL.replace("\"198.51.100.5\"", "\"eth0\"");
+    err_at(&junk, 4, 17, "bad tunnel_source");
+    let shape = TUNNEL.replace("[\"198.51.100.5\", \"2001:db8:1::5\"]", "5");
+    err_at(&shape, 4, 17, "an address or a list of addresses");
+    // An IPv6 VIP cannot be carried to an IPv4 backend; DR keeps families.
+    let v6_to_v4 = TUNNEL.replace("address = \"2001:db8:2::11\"", "address = \"192.0.2.11\"");
+    err_at(&v6_to_v4, 17, 26, "not of the VIP's address family");
+    let dr_mixed = TUNNEL.replacen("forward = \"ipip\"", "forward = \"dr\"", 1);
+    err_at(&dr_mixed, 10, 54, "not of the VIP's address family");
+    // The FIB picks a tunnel's egress: no per-backend interface.
+    let iface = TUNNEL.replace(
+        "{ address = \"192.0.2.11\" }",
+        "{ address = \"192.0.2.11\", interface = \"eth1\" }",
+    );
+    err_at(&iface, 10, 52, "interface does not apply");
+    let port = TUNNEL
+        .replace("forward = \"gue\"", "forward = \"gue\"\n")
+        .replace("[agent]\n", "[agent]\ngue_port = 0\n");
+    err_at(&port, 3, 12, "gue_port 0 is out of range");
+}
+
+#[test]
+fn dataplane_checks_only_for_connections() {
+    let script = TUNNEL.replace(
+        "check = { kind = \"tcp\", via = \"dataplane\" }",
+        "check = { kind = \"script\", command = [\"/bin/true\"], via = \"dataplane\" }",
+    );
+    err_at(&script, 16, 59, "does not apply to check kind \"script\"");
+    let unknown = TUNNEL.replace("via = \"dataplane\"", "via = \"vip\"");
+    err_at(&unknown, 16, 31, "unknown check via");
+}
+
+#[test]
+fn a_dataplane_check_of_an_all_ports_service_needs_a_port() {
+    let all = TUNNEL.replace(
+        "port = 80\nforward = \"gue\"",
+        "port = 0\nforward = \"gue\"",
+    );
+    err_at(
+        &all,
+        17,
+        14,
+        "goes to the VIP, but the service has every port",
+    );
+    let given = all.replace("via = \"dataplane\"", "via = \"dataplane\", port = 80");
+    parse(&given).unwrap();
+}

@@ -21,10 +21,14 @@ pub struct Note {
 pub struct Out {
     pub toml: String,
     pub notes: Vec<Note>,
+    /// Where a TUN service was mapped: [agent] needs a tunnel_source.
+    pub tunnel: Option<At>,
+    /// This node's addresses the file names (unicast_src_ip, mcast_src_ip).
+    pub own: Vec<std::net::IpAddr>,
 }
 
 impl Out {
-    fn note(&mut self, at: &At, what: impl Into<String>) {
+    pub fn note(&mut self, at: &At, what: impl Into<String>) {
         self.notes.push(Note {
             at: at.clone(),
             what: what.into(),
@@ -268,13 +272,21 @@ fn instance(out: &mut Out, n: &Node, default_version: u8, scripts: &HashMap<Stri
             "virtual_ipaddress" => addr_list(c, &mut vips, out),
             "virtual_ipaddress_excluded" => addr_list(c, &mut excluded, out),
             "unicast_peer" => peers.extend(c.children.iter().map(|p| q(&p.key))),
-            "unicast_src_ip" | "mcast_src_ip" => out.note(
-                &c.at,
-                format!(
-                    "{}: adverts leave from the interface's first address",
-                    c.key
-                ),
-            ),
+            "unicast_src_ip" | "mcast_src_ip" => {
+                // This node's address: also a TUN service's outer source.
+                if let Ok(a) = c.arg().parse::<std::net::IpAddr>()
+                    && !out.own.contains(&a)
+                {
+                    out.own.push(a);
+                }
+                out.note(
+                    &c.at,
+                    format!(
+                        "{}: adverts leave from the interface's first address",
+                        c.key
+                    ),
+                )
+            }
             "track_interface" => {
                 for i in &c.children {
                     track_if.push(q(&i.key));
@@ -431,11 +443,22 @@ fn virtual_server(out: &mut Out, n: &Node, groups: &HashMap<String, &Node>) {
     };
     let get = |k: &str| child(n, k).map(|c| c.arg().to_string());
     let kind = get("lb_kind").unwrap_or_else(|| "NAT".into());
-    if kind != "DR" {
-        let at = child(n, "lb_kind").map_or(&n.at, |c| &c.at);
-        out.fail(at, format!("lb_kind {kind}: only direct routing (DR) is supported so far (NAT is keepalived's default)"));
-        return;
-    }
+    let at_kind = child(n, "lb_kind").map_or(n.at.clone(), |c| c.at.clone());
+    let forward = match kind.as_str() {
+        "DR" => "dr",
+        "TUN" => {
+            out.note(
+                &at_kind,
+                "lb_kind TUN: forward = \"ipip\"; run `lb realserver up --mode ipip` on each real server",
+            );
+            out.tunnel.get_or_insert(at_kind.clone());
+            "ipip"
+        }
+        _ => {
+            out.fail(&at_kind, format!("lb_kind {kind}: only direct routing (DR) and tunnels (TUN) are supported so far (NAT is keepalived's default)"));
+            return;
+        }
+    };
     let algo = get("lb_algo").unwrap_or_else(|| "wlc".into());
     let at_algo = child(n, "lb_algo").map_or(n.at.clone(), |c| c.at.clone());
     let (scheduler, mut hash) = match algo.as_str() {
@@ -486,10 +509,11 @@ fn virtual_server(out: &mut Out, n: &Node, groups: &HashMap<String, &Node>) {
     }
     for (ip, port, at) in addrs {
         let mut t = format!(
-            "\n[[service]]\nvip = {}\nport = {port}\nprotocol = {}\nscheduler = {}\nforward = \"dr\"\n",
+            "\n[[service]]\nvip = {}\nport = {port}\nprotocol = {}\nscheduler = {}\nforward = {}\n",
             q(&ip),
             q(&proto),
-            q(scheduler)
+            q(scheduler),
+            q(forward)
         );
         if let Some(h) = hash {
             let _ = writeln!(t, "hash = {}", q(h));
@@ -501,7 +525,7 @@ fn virtual_server(out: &mut Out, n: &Node, groups: &HashMap<String, &Node>) {
                 continue;
             };
             if rport.is_some_and(|p| *p != port) {
-                out.fail(&rs.at, format!("real_server port {} differs from the virtual port {port}: direct routing keeps the port", rport.unwrap()));
+                out.fail(&rs.at, format!("real_server port {} differs from the virtual port {port}: direct routing and tunnels keep the port", rport.unwrap()));
                 continue;
             }
             let weight = child(rs, "weight").map_or("1", |w| w.arg());

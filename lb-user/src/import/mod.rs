@@ -23,9 +23,36 @@ impl Imported {
 }
 
 /// Read `path` (with its includes; conditional lines for `router_id`).
-pub fn import(path: &Path, router_id: Option<&str>) -> std::io::Result<Imported> {
+/// `tunnel_source`: this balancer's addresses, the outer source of TUN
+/// services (else the file's unicast_src_ip / mcast_src_ip).
+pub fn import(
+    path: &Path,
+    router_id: Option<&str>,
+    tunnel_source: &[std::net::IpAddr],
+) -> std::io::Result<Imported> {
     let (nodes, skipped) = grammar::read(path, router_id)?;
     let mut out = map::map(&nodes);
+    if let Some(at) = out.tunnel.clone() {
+        let sources = if tunnel_source.is_empty() {
+            out.own.clone()
+        } else {
+            tunnel_source.to_vec()
+        };
+        if sources.is_empty() {
+            out.notes.push(Note {
+                at,
+                what: "lb_kind TUN: the outer source is this balancer's address, which the file does not name; pass --tunnel-source ADDR".into(),
+                essential: true,
+            });
+        } else {
+            let list: Vec<String> = sources.iter().map(|a| format!("\"{a}\"")).collect();
+            out.toml = out.toml.replacen(
+                "\ninterface = ",
+                &format!("\ntunnel_source = [{}]\ninterface = ", list.join(", ")),
+                1,
+            );
+        }
+    }
     out.notes.extend(skipped.into_iter().map(|s| Note {
         at: s.at,
         what: s.why,

@@ -86,6 +86,9 @@ pub struct BackendRow {
     pub effective_weight: f64,
     pub state: &'static str,
     pub mac: Option<String>,
+    /// Where frames go first: the backend itself (DR) or the router the
+    /// FIB chose (tunnels); `mac` is that hop's.
+    pub next_hop: Option<String>,
     pub ifindex: u32,
     pub packets: u64,
     pub bytes: u64,
@@ -124,6 +127,8 @@ impl Backends {
                     effective_weight: effective_milli(&b, h.as_ref()) as f64 / 1000.0,
                     state,
                     mac: (state != "no-mac").then(|| addr::mac(&b.mac)),
+                    next_hop: (b.via != [0; 16])
+                        .then(|| addr::from_bytes(&b.via, b.family).to_string()),
                     ifindex: b.ifindex,
                     packets: st.packets,
                     bytes: st.bytes,
@@ -160,6 +165,7 @@ impl Row for BackendRow {
         right("LastCheck", 10),
         right("RTT", 8),
         right("Ok/Fail", 7),
+        left("NextHop", 18),
         left("MAC", 17),
         right("Active", 7),
         right("Packets", 10),
@@ -199,6 +205,11 @@ impl Row for BackendRow {
             h.map_or_else(dash, |h| {
                 format!("{}/{}", h.consecutive_ok, h.consecutive_fail)
             }),
+            match &self.next_hop {
+                Some(h) if *h == self.address => "direct".into(),
+                Some(h) => h.clone(),
+                None => dash(),
+            },
             self.mac.clone().unwrap_or_else(dash),
             self.active_flows.to_string(),
             self.packets.to_string(),
