@@ -89,7 +89,8 @@ impl Harness {
     pub fn run_on(&self, prog: &str, frame: &[u8], ifindex: u32) -> Result<(u32, Vec<u8>)> {
         let p: &aya::programs::Xdp = self.ebpf.program(prog).context("program")?.try_into()?;
         let mut out = vec![0u8; frame.len() + 256];
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
         let mut md = [0u8; 24];
         md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
         md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
@@ -105,13 +106,27 @@ impl Harness {
 
     /// Wall-clock time of `frames.len()` single runs, one frame each.
     pub fn time_runs(&self, prog: &str, frames: &[Vec<u8>]) -> Result<Duration> {
+        self.time_runs_on(prog, frames, None)
+    }
+
+    /// `time_runs`, the frames arriving on `ifindex` (see `run_on`).
+    pub fn time_runs_on(
+        &self,
+        prog: &str,
+        frames: &[Vec<u8>],
+        ifindex: Option<u32>,
+    ) -> Result<Duration> {
         let p: &aya::programs::Xdp = self.ebpf.program(prog).context("program")?.try_into()?;
         let mut out = vec![0u8; 512];
+        let mut md = [0u8; 24];
         let start = Instant::now();
         for f in frames {
+            md[4..8].copy_from_slice(&(f.len() as u32).to_ne_bytes());
+            md[12..16].copy_from_slice(&ifindex.unwrap_or(0).to_ne_bytes());
             p.test_run(TestRunOptions {
                 data_in: Some(f),
                 data_out: Some(&mut out),
+                ctx_in: ifindex.map(|_| &md[..]),
                 ..Default::default()
             })?;
         }

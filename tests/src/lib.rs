@@ -3,6 +3,7 @@
 //! after themselves.
 
 pub mod bpf;
+pub mod fib;
 pub mod frame;
 pub mod held;
 pub mod http;

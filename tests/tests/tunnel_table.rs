@@ -12,8 +12,9 @@ use lb_common::{
 };
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
+    fib::{FibNet, GW_MAC, ifindex},
     frame::{CLIENT_MAC, Frame, LB_MAC, Outer, checksum, encapsulate},
-    netns::{self, Entered, Netns},
+    netns::{Entered, Netns},
     require,
 };
 use lb_user::{
@@ -24,46 +25,21 @@ use lb_user::{
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
-const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const GUE_PORT: u16 = 6080;
 const SRC4: [u8; 4] = [198, 51, 100, 2];
 const SRC6: &str = "2001:db8:1::2";
 
-/// A namespace whose `up0` reaches 198.51.100.128/25 and 2001:db8:2::/64
-/// through a resolved gateway; 198.51.100.50 is on-link and unresolved.
 struct Net {
     ns: Netns,
     mac: [u8; 6],
 }
 
 fn net() -> Net {
-    let ns = Netns::new("tun").expect("namespace");
-    let n = &ns.name;
-    for cmd in [
-        "link add up0 type veth peer name up1",
-        "link set up0 up",
-        "link set up1 up",
-        "addr add 198.51.100.2/25 dev up0",
-        "-6 addr add 2001:db8:1::2/64 dev up0 nodad",
-        "route add 198.51.100.128/25 via 198.51.100.1",
-        "neigh add 198.51.100.1 lladdr 02:00:00:00:00:01 dev up0 nud permanent",
-        "-6 route add 2001:db8:2::/64 via 2001:db8:1::1",
-        "-6 neigh add 2001:db8:1::1 lladdr 02:00:00:00:00:01 dev up0 nud permanent",
-    ] {
-        netns::ip(n, cmd).expect(cmd);
+    let f = FibNet::new("tun").expect("namespace with a FIB");
+    Net {
+        ns: f.ns,
+        mac: f.mac,
     }
-    // The FIB answers XDP only on an interface that forwards (the agent
-    // turns it on for tunnel services).
-    netns::sysctl(n, "net.ipv4.conf.up0.forwarding", "1").expect("forwarding");
-    netns::sysctl(n, "net.ipv6.conf.up0.forwarding", "1").expect("forwarding");
-    let out = netns::ip(n, "-j link show up0").expect("link");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let text = v[0]["address"].as_str().expect("address");
-    let mut mac = [0u8; 6];
-    for (m, h) in mac.iter_mut().zip(text.split(':')) {
-        *m = u8::from_str_radix(h, 16).expect("hex");
-    }
-    Net { ns, mac }
 }
 
 fn backend(a: &str) -> DesiredBackend {
@@ -121,12 +97,6 @@ fn harness(mask4: u32) -> Harness {
     .expect("apply");
     h.dp.write_tunnel(&tunnel(mask4)).expect("tunnel");
     h
-}
-
-fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: a valid C string.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
 fn flow_key(f: &Frame) -> FlowKey {

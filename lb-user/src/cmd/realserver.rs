@@ -1,12 +1,11 @@
 //! `lb realserver up|down|status`: set up (and undo) a backend host.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
-use lb_common::DEFAULT_GUE_PORT;
 use serde::Serialize;
 
-use crate::realserver::{self, Mode, Up, decap, state::State};
+use crate::realserver::{self, Up, decap, state::State};
 
 /// Set up this host as a backend of a balancer (VIPs on lo, ARP settings,
 /// the decapsulation program), or undo it.
@@ -25,26 +24,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Action {
     /// Configure the VIPs and what the mode needs; running it again is harmless.
-    Up {
-        /// A VIP the balancer forwards here (repeat for more).
-        #[arg(long = "vip", required = true)]
-        vips: Vec<IpAddr>,
-        #[arg(long, value_enum)]
-        mode: Mode,
-        /// The interface tunnelled packets arrive on (ipip, gue).
-        #[arg(long)]
-        interface: Option<String>,
-        /// GUE's UDP port, as the balancer's [agent] gue_port.
-        #[arg(long, default_value_t = DEFAULT_GUE_PORT)]
-        gue_port: u16,
-        /// Decapsulate with the kernel's ipip/ip6_tunnel/fou modules instead
-        /// of the XDP program.
-        #[arg(long)]
-        kernel_tunnel: bool,
-        /// Pin directory of the decap program (one subdirectory per interface).
-        #[arg(long)]
-        pin_dir: Option<PathBuf>,
-    },
+    Up(Up),
     /// Revert exactly what `up` changed.
     Down,
     /// What is configured, and the decap program's counters.
@@ -66,22 +46,7 @@ pub fn run(args: Args) -> Result<bool> {
         .enable_all()
         .build()?;
     match args.action {
-        Action::Up {
-            vips,
-            mode,
-            interface,
-            gue_port,
-            kernel_tunnel,
-            pin_dir,
-        } => {
-            let req = Up {
-                vips,
-                mode,
-                interface,
-                gue_port,
-                kernel_tunnel,
-                pin_dir,
-            };
+        Action::Up(req) => {
             let st = rt.block_on(realserver::up(&req, &args.state))?;
             println!(
                 "up: {} VIP(s) on lo, mode {}{}",

@@ -41,14 +41,26 @@ impl Mode {
     }
 }
 
-/// What `up` is asked to do.
-#[derive(Debug, Clone)]
+/// What `up` is asked to do (its command-line arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Up {
+    /// A VIP the balancer forwards here (repeat for more).
+    #[arg(long = "vip", required = true)]
     pub vips: Vec<IpAddr>,
+    #[arg(long, value_enum)]
     pub mode: Mode,
+    /// The interface tunnelled packets arrive on (ipip, gue).
+    #[arg(long)]
     pub interface: Option<String>,
+    /// GUE's UDP port, as the balancer's [agent] gue_port.
+    #[arg(long, default_value_t = lb_common::DEFAULT_GUE_PORT)]
     pub gue_port: u16,
+    /// Decapsulate with the kernel's ipip/ip6_tunnel/fou modules instead
+    /// of the XDP program.
+    #[arg(long)]
     pub kernel_tunnel: bool,
+    /// Pin directory of the decap program (one subdirectory per interface).
+    #[arg(long)]
     pub pin_dir: Option<PathBuf>,
 }
 

@@ -101,23 +101,9 @@ impl Lab {
 
     /// A backend on the router's second bridge, default routes via it.
     fn routed_backend(&self, role: &str, b: &super::BackendSpec) -> Result<()> {
-        let (ns, sw) = (self.ns(role), self.ns("sw"));
-        ip("", &format!("netns add {ns}"))?;
-        ip(
-            &ns,
-            &format!("link add eth0 type veth peer name {role} netns {sw}"),
-        )?;
-        ip(&sw, &format!("link set {role} master br1 up"))?;
-        ip(&ns, "link set lo up")?;
-        ip(
-            &ns,
-            &format!("addr add {}/25 dev eth0", self.backend_addr(b)),
-        )?;
-        ip(
-            &ns,
-            &format!("addr add {}/64 dev eth0 nodad", self.backend_addr6(b)),
-        )?;
-        ip(&ns, "link set eth0 up")?;
+        let v4 = format!("{}/25", self.backend_addr(b));
+        let v6 = format!("{}/64", self.backend_addr6(b));
+        let ns = self.plug(role, "br1", &v4, &v6)?;
         // Its answers to checks through the data path are redirected by XDP
         // into the balancer's check namespace: they need full checksums.
         netns::exec(&ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
@@ -126,20 +112,28 @@ impl Lab {
         Ok(())
     }
 
-    /// A namespace `role` with eth0 on the bridge at LAN host number `host`.
-    fn host(&self, role: &str, host: u8, backend: bool) -> Result<()> {
-        let ns = self.ns(role);
-        let sw = self.ns("sw");
+    /// A namespace `role` whose eth0 is a port of `bridge` with addresses
+    /// `v4` and `v6` (with prefix lengths); its name.
+    fn plug(&self, role: &str, bridge: &str, v4: &str, v6: &str) -> Result<String> {
+        let (ns, sw) = (self.ns(role), self.ns("sw"));
         ip("", &format!("netns add {ns}"))?;
         ip(
             &ns,
             &format!("link add eth0 type veth peer name {role} netns {sw}"),
         )?;
-        ip(&sw, &format!("link set {role} master br0 up"))?;
+        ip(&sw, &format!("link set {role} master {bridge} up"))?;
         ip(&ns, "link set lo up")?;
-        ip(&ns, &format!("addr add {LAN4}.{host}/24 dev eth0"))?;
-        ip(&ns, &format!("addr add {LAN6}::{host:x}/64 dev eth0 nodad"))?;
+        ip(&ns, &format!("addr add {v4} dev eth0"))?;
+        ip(&ns, &format!("addr add {v6} dev eth0 nodad"))?;
         ip(&ns, "link set eth0 up")?;
+        Ok(ns)
+    }
+
+    /// A namespace `role` with eth0 on the bridge at LAN host number `host`.
+    fn host(&self, role: &str, host: u8, backend: bool) -> Result<()> {
+        let v4 = format!("{LAN4}.{host}/24");
+        let v6 = format!("{LAN6}::{host:x}/64");
+        let ns = self.plug(role, "br0", &v4, &v6)?;
         if backend {
             // Full checksums (see routed_backend).
             netns::exec(&ns, &["ethtool", "-K", "eth0", "tx", "off"])?;

@@ -13,10 +13,12 @@ mod health;
 use std::time::Instant;
 
 use anyhow::Result;
-use lb_common::{Forward, HashFields, Scheduler, names};
+use lb_common::{Forward, HashFields, Reason, Scheduler, TUNNEL_V4, TUNNEL_V6, Tunnel, names};
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
+    fib::{self, FibNet},
     frame::{ACK, Frame, LB_MAC},
+    netns::Entered,
 };
 use lb_user::{
     addr,
@@ -144,6 +146,8 @@ fn packets_and_tables() -> Result<()> {
         );
     }
 
+    tunnels(&mut h, &backends)?;
+
     println!("\nNew flow (SYN) per scheduler, 10 backends, net ns/packet min/med/max:");
     for sched in Scheduler::ALL {
         let name = sched.name();
@@ -190,6 +194,88 @@ fn packets_and_tables() -> Result<()> {
             let (a, b, c) = stats(times);
             println!("  {n:>5} backends {name:<17} {a:>8.2} / {b:.2} / {c:.2}");
         }
+    }
+    Ok(())
+}
+
+/// Tunnel forwarding, next to DR: the FIB is asked per packet, so the
+/// frames arrive on a namespace's interface with a route and a resolved
+/// gateway (its empty-program baseline is measured the same way).
+fn tunnels(h: &mut Harness, dr: &[DesiredBackend]) -> Result<()> {
+    let net = FibNet::new("bench")?;
+    let _in = Entered::new(&net.ns.name)?;
+    let dev = Some(fib::ifindex(fib::DEV));
+    let routed = |v6: bool| -> Vec<DesiredBackend> {
+        dr.iter()
+            .enumerate()
+            .map(|(i, b)| DesiredBackend {
+                addr: if v6 {
+                    format!("2001:db8:2::{:x}", 0x11 + i)
+                } else {
+                    format!("198.51.100.{}", 140 + i)
+                }
+                .parse()
+                .unwrap(),
+                ifindex: 0,
+                mac: Some(fib::GW_MAC),
+                ..b.clone()
+            })
+            .collect()
+    };
+    let svc = |name: &str, forward, v6| DesiredService {
+        key: addr::parse_service_name(name).unwrap(),
+        scheduler: Scheduler::Maglev,
+        forward,
+        hash: HashFields::FiveTuple,
+        standby: false,
+        virtual_nodes: 160,
+        backends: routed(v6),
+    };
+    h.dp.apply(&[
+        svc("203.0.113.11:80/tcp", Forward::Ipip, false),
+        svc("203.0.113.12:80/tcp", Forward::Gue, true),
+    ])?;
+    h.dp.write_tunnel(&Tunnel {
+        src4: [198, 51, 100, 2],
+        src6: addr::to_bytes("2001:db8:1::2".parse().unwrap()),
+        gue_port: lb_common::DEFAULT_GUE_PORT,
+        flags: TUNNEL_V4 | TUNNEL_V6,
+        ..Default::default()
+    })?;
+    let udp: Vec<Vec<u8>> = (0..FRAMES)
+        .map(|i| Frame::udp(&client(i), 10_000 + i, "198.51.100.5", 53).build())
+        .collect();
+    let cases = [
+        ("ipip: new flow (SYN)", "203.0.113.11", lb_tests::frame::SYN),
+        ("ipip: established flow", "203.0.113.11", ACK),
+        (
+            "gue 4in6: new flow (SYN)",
+            "203.0.113.12",
+            lb_tests::frame::SYN,
+        ),
+        ("gue 4in6: established", "203.0.113.12", ACK),
+    ];
+    let inputs: Vec<Vec<Vec<u8>>> = cases.iter().map(|(_, d, f)| frames(d, *f)).collect();
+    let ns = |d: std::time::Duration| d.as_nanos() as f64 / FRAMES as f64;
+    let mut net_ns: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for _ in 0..ROUNDS {
+        h.clear_flows()?;
+        let empty = ns(h.time_runs_on(names::PROG_XDP_PASS, &udp, dev)?);
+        for (i, f) in inputs.iter().enumerate() {
+            net_ns[i].push(ns(h.time_runs_on(names::PROG_LB, f, dev)?) - empty);
+        }
+    }
+    let r = h.reasons()?;
+    anyhow::ensure!(
+        r[Reason::Encapsulated as usize] >= (ROUNDS * cases.len()) as u64 * FRAMES as u64,
+        "not every tunnel frame was encapsulated: {r:?}"
+    );
+    println!(
+        "\nTunnels (frames arriving on a namespace's interface; net of its empty program), ns/packet min/med/max:"
+    );
+    for (i, (name, _, _)) in cases.iter().enumerate() {
+        let (a, b, c) = stats(net_ns[i].clone());
+        println!("  {name:<26} {a:>6.0} / {b:.0} / {c:.0}");
     }
     Ok(())
 }

@@ -1,0 +1,56 @@
+//! A namespace whose FIB the XDP program's tunnel path can ask: interface
+//! `up0` (forwarding on, as the agent sets it) reaches 198.51.100.128/25 and
+//! 2001:db8:2::/64 through a gateway whose neighbour entry is permanent
+//! (MAC `GW_MAC`); 198.51.100.50 is on-link and unresolved. For tunnel
+//! packet tables and the bench.
+
+use anyhow::{Context, Result};
+
+use crate::netns::{self, Netns};
+
+pub const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// The interface BPF_PROG_TEST_RUN frames arrive on (run them with its index).
+pub const DEV: &str = "up0";
+
+pub struct FibNet {
+    pub ns: Netns,
+    /// `up0`'s MAC: the source of encapsulated frames.
+    pub mac: [u8; 6],
+}
+
+impl FibNet {
+    pub fn new(tag: &str) -> Result<FibNet> {
+        let ns = Netns::new(tag)?;
+        let n = &ns.name;
+        for cmd in [
+            "link add up0 type veth peer name up1",
+            "link set up0 up",
+            "link set up1 up",
+            "addr add 198.51.100.2/25 dev up0",
+            "-6 addr add 2001:db8:1::2/64 dev up0 nodad",
+            "route add 198.51.100.128/25 via 198.51.100.1",
+            "neigh add 198.51.100.1 lladdr 02:00:00:00:00:01 dev up0 nud permanent",
+            "-6 route add 2001:db8:2::/64 via 2001:db8:1::1",
+            "-6 neigh add 2001:db8:1::1 lladdr 02:00:00:00:00:01 dev up0 nud permanent",
+        ] {
+            netns::ip(n, cmd).with_context(|| cmd.to_string())?;
+        }
+        netns::sysctl(n, "net.ipv4.conf.up0.forwarding", "1")?;
+        netns::sysctl(n, "net.ipv6.conf.up0.forwarding", "1")?;
+        let out = netns::ip(n, "-j link show up0")?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let text = v[0]["address"].as_str().context("up0's address")?;
+        let mut mac = [0u8; 6];
+        for (m, h) in mac.iter_mut().zip(text.split(':')) {
+            *m = u8::from_str_radix(h, 16)?;
+        }
+        Ok(FibNet { ns, mac })
+    }
+}
+
+/// The index of `name` in the calling thread's namespace.
+pub fn ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: a valid C string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
