@@ -12,6 +12,7 @@ pub mod health;
 pub mod names;
 pub mod sched;
 pub mod stats;
+pub mod sync;
 pub mod types;
 pub mod vrrp;
 

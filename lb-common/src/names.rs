@@ -52,8 +52,13 @@ pub const CHECK_PORTS: &str = "CHECK_PORTS";
 /// One CheckPath: the check namespace's veth.
 pub const CHECK_PATH: &str = "CHECK_PATH";
 
+/// Ring buffer of FlowEvents: flows to sync to the peers.
+pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
+/// Peer slot -> SyncPeerStats, for `lb show sync` (agent-only).
+pub const SYNC_STATS: &str = "SYNC_STATS";
+
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 19] = [
+pub const ALL_MAPS: [&str; 21] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -73,6 +78,8 @@ pub const ALL_MAPS: [&str; 19] = [
     ICMP_BUDGET,
     CHECK_PORTS,
     CHECK_PATH,
+    FLOW_EVENTS,
+    SYNC_STATS,
 ];
 
 /// The XDP entry point.
@@ -109,7 +116,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
 /// v2: REASON_STATS grew pass_standby; ServiceMeta grew per-slot lengths.
 /// v3: REASON_STATS grew pass_not_ours; OWN_MAC, SLOT_SUMS.
 /// v4: REASON_STATS grew the tunnel and check reasons; TUNNEL, ICMP_BUDGET,
-/// CHECK_PORTS, CHECK_PATH; Backend grew `via`.
+/// CHECK_PORTS, CHECK_PATH, FLOW_EVENTS, SYNC_STATS; Backend grew `via`.
 #[cfg(not(feature = "layout-test"))]
 pub const LAYOUT_VERSION: u32 = 4;
 /// A build whose FlowValue has one more field, for the upgrade test.

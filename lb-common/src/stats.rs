@@ -51,9 +51,12 @@ pub enum Reason {
     /// A health check through the data path, on its way to its backend or
     /// back to the agent.
     FwdCheck = 18,
+    /// A flow opened or closed that the sync ring buffer had no room to
+    /// report (the packet itself was forwarded).
+    SyncDropped = 19,
 }
 
-pub const REASON_COUNT: u32 = 19;
+pub const REASON_COUNT: u32 = 20;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -76,6 +79,7 @@ impl Reason {
         Reason::DropTooBigLimited,
         Reason::Encapsulated,
         Reason::FwdCheck,
+        Reason::SyncDropped,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -99,6 +103,7 @@ impl Reason {
             Reason::DropTooBigLimited => "drop_too_big_limited",
             Reason::Encapsulated => "encapsulated",
             Reason::FwdCheck => "fwd_check",
+            Reason::SyncDropped => "sync_dropped",
         }
     }
 }

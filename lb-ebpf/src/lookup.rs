@@ -8,7 +8,9 @@ use lb_common::{
     ServiceMeta,
 };
 
-use crate::maps::{ACTIVE, BACKENDS, FLOWS, OWN_MAC, SERVICES};
+use lb_common::sync::{FLOW_CLOSED, FLOW_OPENED, FlowEvent};
+
+use crate::maps::{ACTIVE, BACKENDS, FLOW_EVENTS, FLOWS, OWN_MAC, SERVICES};
 
 /// Whether `dst` is this interface's own MAC. Until the agent has written
 /// it, nothing is ours: frames pass to the kernel untouched.
@@ -90,6 +92,7 @@ pub fn remembered(
         if closing && open {
             v.flags |= FLOW_CLOSING;
             active_add(v.backend, -1);
+            report(key, v.backend, svc.id, FLOW_CLOSED);
         }
         return Some((v.backend, b));
     }
@@ -113,5 +116,25 @@ pub fn remember(key: &FlowKey, svc: &ServiceMeta, id: u32, closing: bool) {
     // A full LRU evicts the oldest flow; failure here only costs a re-hash later.
     if FLOWS.insert(key, v, 0).is_ok() && !closing {
         active_add(id, 1);
+        report(key, id, svc.id, FLOW_OPENED);
+    }
+}
+
+/// Tell the agent (for its sync peers) that a flow opened or closed;
+/// a full ring buffer costs only the report, counted.
+#[inline(always)]
+fn report(key: &FlowKey, backend: u32, service: u32, kind: u8) {
+    match FLOW_EVENTS.reserve::<FlowEvent>(0) {
+        Some(mut e) => {
+            e.write(FlowEvent {
+                key: *key,
+                backend,
+                service,
+                kind,
+                _pad: [0; 7],
+            });
+            e.submit(0);
+        }
+        None => crate::stats::reason(lb_common::Reason::SyncDropped),
     }
 }

@@ -140,7 +140,7 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
 }
 
 /// Never loaded: it names the user-space-only maps (HEALTH, VRRP,
-/// AGENT_STATS, SLOT_SUMS) so the linker keeps them in the object, where the loader creates and pins them
+/// AGENT_STATS, SLOT_SUMS, SYNC_STATS) so the linker keeps them in the object, where the loader creates and pins them
 /// with the others.
 #[xdp]
 pub fn keep_user_maps(_ctx: XdpContext) -> u32 {
@@ -149,8 +149,9 @@ pub fn keep_user_maps(_ctx: XdpContext) -> u32 {
         maps::VRRP.get(0),
         maps::AGENT_STATS.get(0),
         maps::SLOT_SUMS.get(0),
+        maps::SYNC_STATS.get(0),
     ) {
-        (Some(_), Some(_), Some(_), Some(_)) => xdp_action::XDP_PASS,
+        (Some(_), Some(_), Some(_), Some(_), Some(_)) => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_ABORTED,
     }
 }

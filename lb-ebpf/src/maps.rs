@@ -88,3 +88,13 @@ pub static CHECK_PORTS: Array<lb_common::check::CheckPort> =
 // Dataplane checks: the check namespace's veth.
 #[map]
 pub static CHECK_PATH: Array<lb_common::check::CheckPath> = Array::pinned(1, 0);
+
+// New and closed flows for the agent to sync to its peers.
+#[map]
+pub static FLOW_EVENTS: aya_ebpf::maps::RingBuf =
+    aya_ebpf::maps::RingBuf::pinned(lb_common::sync::FLOW_EVENTS_BYTES, 0);
+
+// User space only: per-peer sync counters for `lb show sync`.
+#[map]
+pub static SYNC_STATS: Array<lb_common::sync::SyncPeerStats> =
+    Array::pinned(lb_common::sync::MAX_SYNC_PEERS + 1, 0);

@@ -15,5 +15,6 @@ pub mod maps;
 pub mod plan;
 pub mod realserver;
 pub mod sched;
+pub mod sync;
 pub mod sysctl;
 pub mod vrrp;

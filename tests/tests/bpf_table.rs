@@ -767,3 +767,31 @@ fn active_flows_count_opens_and_the_first_client_fin_or_rst() {
     h.run(lb_common::names::PROG_LB, &pkt(45005, 0x04)).unwrap();
     assert_eq!(total(&h), base + 4);
 }
+
+#[test]
+fn a_full_sync_ring_loses_only_sync_reports_never_packets() {
+    if !require::root("a_full_sync_ring_loses_only_sync_reports_never_packets") {
+        return;
+    }
+    // No agent drains this harness's FLOW_EVENTS: it fills up.
+    let h = harness();
+    let n = 20_000u16;
+    let mut forwarded = 0;
+    for i in 0..n {
+        let f = Frame::tcp(
+            &format!("192.0.{}.{}", 2 + i / 250, 1 + i % 250),
+            10_000 + i,
+            "203.0.113.10",
+            80,
+        )
+        .build();
+        let (v, _) = h.run(lb_common::names::PROG_LB, &f).unwrap();
+        forwarded += (v == XDP_TX) as u32;
+    }
+    assert_eq!(forwarded, n as u32, "every new flow was forwarded");
+    let r = h.reasons().unwrap();
+    let lost = r[Reason::SyncDropped as usize];
+    // The ring holds about 16,000 reports of 64 bytes.
+    assert!(lost > 0 && lost < n as u64, "sync reports lost: {lost}");
+    assert_eq!(r[Reason::FwdFlowMiss as usize], n as u64);
+}

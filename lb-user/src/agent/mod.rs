@@ -8,6 +8,7 @@ pub mod adopt;
 pub mod board;
 pub mod check_path;
 pub mod neigh;
+mod sync;
 mod systemd;
 pub mod vrrp;
 
@@ -111,6 +112,8 @@ pub async fn run(opts: Options) -> Result<()> {
     systemd::ready(a.cfg.services.len());
     loop {
         let ramp = plan::next_warmup_step(&a.cfg, &a.host, Instant::now());
+        let refresh = a.next_refresh();
+        let dumps_due = (!a.held_masters.is_empty()).then(|| a.flow_sync.deadline());
         tokio::select! {
             Some(r) = reports.recv() => {
                 // Take every report already queued, then rewrite the maps
@@ -128,7 +131,9 @@ pub async fn run(opts: Options) -> Result<()> {
             }
             _ = sleep_until(ramp), if ramp.is_some() => a.sync(),
             Some(m) = from_vrrp.recv() => a.on_vrrp(m),
-            _ = tokio::time::sleep_until(a.next_refresh().into()) => {
+            ev = a.flow_sync.next() => a.on_flow_sync(ev),
+            _ = sleep_until(dumps_due), if dumps_due.is_some() => a.release_masters(),
+            _ = tokio::time::sleep_until(refresh.into()) => {
                 a.refresh_host().await;
                 // Also restarts a check task that died.
                 a.start_checks(None);
@@ -180,6 +185,14 @@ async fn start_data_plane(
     } else {
         None
     };
+    let ring = bpf
+        .take_map(lb_common::names::FLOW_EVENTS)
+        .context("FLOW_EVENTS missing from the object")?;
+    let flow_sync = sync::FlowSync::start(
+        ring,
+        &loader::layout_dir(&cfg.agent.pin_dir),
+        cfg.sync.as_ref(),
+    )?;
     // The programs stay attached through their links.
     drop(bpf);
     let mut checks = Supervisor::new(reports);
@@ -189,6 +202,8 @@ async fn start_data_plane(
     let mut a = Agent {
         cfg,
         _check_path: check_path,
+        flow_sync,
+        held_masters: Vec::new(),
         dp,
         net,
         host: HostView::default(),
@@ -343,6 +358,10 @@ struct Agent {
     /// for its lifetime (dropping it detaches the programs; the namespace
     /// goes with its last descriptor).
     _check_path: Option<check_path::CheckPathHandle>,
+    /// Flow events of the data plane, and the link to the sync peers.
+    flow_sync: sync::FlowSync,
+    /// VRRP masterships waiting for the peers' flow dumps.
+    held_masters: Vec<(u32, Option<tokio::sync::oneshot::Sender<()>>)>,
     board: Board,
     /// Services with no usable backend, for VRRP's service tracking.
     down_services: watch::Sender<BTreeSet<String>>,
@@ -387,6 +406,11 @@ impl Agent {
     fn on_vrrp(&mut self, m: ToAgent) {
         match m {
             ToAgent::Master { slot, master, ack } => {
+                if master && !self.flow_sync.ready() {
+                    // Not before the peers' flows are in (bounded wait).
+                    self.held_masters.push((slot, ack));
+                    return;
+                }
                 if master {
                     self.host.vrrp_master.insert(slot as usize);
                 } else {
@@ -401,6 +425,20 @@ impl Agent {
                 if let Err(e) = self.dp.write_vrrp(slot, &status) {
                     tracing::warn!(error = %e, "writing VRRP status failed");
                 }
+            }
+        }
+    }
+
+    /// Masterships held back while the peers' flow dumps were awaited.
+    fn release_masters(&mut self) {
+        if self.held_masters.is_empty() || !self.flow_sync.ready() {
+            return;
+        }
+        for (slot, ack) in std::mem::take(&mut self.held_masters) {
+            self.host.vrrp_master.insert(slot as usize);
+            self.sync();
+            if let Some(ack) = ack {
+                let _ = ack.send(());
             }
         }
     }
@@ -645,6 +683,12 @@ fn validate_reload(path: &Path, running: &Config) -> Result<Config> {
     if new.services.is_empty() != running.services.is_empty() {
         bail!(
             "{}: going from VRRP only to serving [[service]]s (or back) attaches or detaches the XDP program and needs a restart (`lb run` again)",
+            path.display()
+        );
+    }
+    if new.sync != running.sync {
+        bail!(
+            "{}: [sync] settings changed; they take effect on a restart (`lb run` again)",
             path.display()
         );
     }

@@ -5,6 +5,7 @@
 mod check;
 mod error;
 mod raw;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod tunnel;
@@ -32,6 +33,7 @@ use toml::Spanned;
 pub use check::{Check, HttpProbe, Initial, Probe, Via};
 pub use error::ConfigError;
 use raw::{RawAgent, RawBackend, RawCheck, RawConfig, RawService};
+pub use sync::SyncCfg;
 pub use tunnel::{Source, TunnelCfg};
 pub use vrrp::{HeartbeatPath, TrackScript, TrackService, Version, Vip, Vrrp};
 
@@ -116,6 +118,8 @@ pub struct Config {
     pub agent: Agent,
     pub services: Vec<Service>,
     pub vrrp: Vec<Vrrp>,
+    /// Flow-state sync with the other balancers.
+    pub sync: Option<SyncCfg>,
 }
 
 impl Config {
@@ -249,11 +253,13 @@ impl Validator<'_> {
             }
             vrrp.push(v);
         }
+        let sync = raw.sync.as_ref().map(|s| self.sync(s)).transpose()?;
         Ok(Config {
             path: self.path.to_path_buf(),
             agent,
             services,
             vrrp,
+            sync,
         })
     }
 

@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub service: Vec<Spanned<RawService>>,
     #[serde(default)]
     pub vrrp: Vec<Spanned<super::vrrp::RawVrrp>>,
+    pub sync: Option<Spanned<super::sync::RawSync>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -36,6 +36,7 @@ pub struct Pinned {
     vrrp: Option<Array<MapData, VrrpStatus>>,
     agent_stats: Option<Array<MapData, AgentStats>>,
     active: Option<Array<MapData, u64>>,
+    sync: Option<Array<MapData, lb_common::sync::SyncPeerStats>>,
 }
 
 fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &'static str) -> Result<T> {
@@ -77,6 +78,7 @@ impl Pinned {
             vrrp: open(dir, names::VRRP).ok(),
             agent_stats: open(dir, names::AGENT_STATS).ok(),
             active: open(dir, names::ACTIVE).ok(),
+            sync: open(dir, names::SYNC_STATS).ok(),
         })
     }
 
@@ -176,6 +178,26 @@ impl Pinned {
             .filter_map(|i| m.get(&i, 0).ok())
             .filter(|s| s.configured != 0)
             .collect()
+    }
+
+    /// Sync counters: each configured peer's, then (None for its address)
+    /// batches from no peer.
+    pub fn sync(&self) -> Vec<(Option<std::net::IpAddr>, lb_common::sync::SyncPeerStats)> {
+        let Some(m) = &self.sync else {
+            return Vec::new();
+        };
+        let peers: Vec<_> = (0..m.len())
+            .filter_map(|i| m.get(&i, 0).ok())
+            .filter(|s| s.set != 0)
+            .map(|s| (Some(crate::addr::from_bytes(&s.addr, s.family)), s))
+            .collect();
+        if peers.is_empty() {
+            return peers;
+        }
+        let strangers = m
+            .get(&lb_common::sync::MAX_SYNC_PEERS, 0)
+            .unwrap_or_default();
+        peers.into_iter().chain([(None, strangers)]).collect()
     }
 
     /// Check status of backend `id`, if the agent published one (an

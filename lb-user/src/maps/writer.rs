@@ -95,6 +95,7 @@ pub struct Writer {
     own_mac: Array<MapData, OwnMac>,
     slot_sums: Array<MapData, u64>,
     tunnel: Array<MapData, Tunnel>,
+    sync_stats: Array<MapData, lb_common::sync::SyncPeerStats>,
     checks: CheckPorts,
     sizes: Sizes,
     services: BTreeMap<ServiceKey, SvcState>,
@@ -131,6 +132,7 @@ impl Writer {
             own_mac: take(ebpf, names::OWN_MAC)?,
             slot_sums: take(ebpf, names::SLOT_SUMS)?,
             tunnel: take(ebpf, names::TUNNEL)?,
+            sync_stats: take(ebpf, names::SYNC_STATS)?,
             checks: CheckPorts::new(
                 take(ebpf, names::CHECK_PORTS)?,
                 take(ebpf, names::CHECK_PATH)?,
@@ -152,6 +154,39 @@ impl Writer {
                 .map_err(|e| WriteError::Map(names::VRRP, e))?;
         }
         Ok(dp)
+    }
+
+    /// Every backend id with its service and address: how a flow event
+    /// (ids) is named to a sync peer (whose ids differ).
+    pub fn backend_names(&self) -> StdHashMap<u32, (ServiceKey, u32, IpAddr)> {
+        self.services
+            .iter()
+            .flat_map(|(k, s)| {
+                s.backends
+                    .iter()
+                    .map(move |(a, (id, _))| (*id, (*k, s.meta.id, *a)))
+            })
+            .collect()
+    }
+
+    /// Sync counters for `lb show sync`: the peers' in the first slots,
+    /// batches from no peer in the last (MAX_SYNC_PEERS).
+    pub fn write_sync_stats(
+        &mut self,
+        peers: &[lb_common::sync::SyncPeerStats],
+        strangers: &lb_common::sync::SyncPeerStats,
+    ) -> Result<()> {
+        let slots = peers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u32, s))
+            .chain([(lb_common::sync::MAX_SYNC_PEERS, strangers)]);
+        for (i, s) in slots {
+            self.sync_stats
+                .set(i, s, 0)
+                .map_err(|e| WriteError::Map(names::SYNC_STATS, e))?;
+        }
+        Ok(())
     }
 
     /// The id of `backend` in `service`, if configured.

@@ -1,4 +1,4 @@
-//! `lb show services|backends|flows|stats|table SERVICE|vrrp`: the pinned
+//! `lb show services|backends|flows|stats|table SERVICE|vrrp|sync`: the pinned
 //! maps as a person (ipvsadm -Ln style) or a script (--json) wants them.
 //! Each view is one serializable value; its text comes from the same value.
 
@@ -7,6 +7,7 @@ mod flows;
 mod render;
 mod services;
 mod stats;
+mod sync;
 mod table;
 mod vrrp;
 
@@ -64,6 +65,9 @@ pub enum What {
     /// Counters: verdict reasons, packets and bytes per service.
     #[command(after_help = "Example:\n  lb show stats")]
     Stats,
+    /// Flow-state sync: per peer, batches and flows sent and received, drops, lag.
+    #[command(after_help = "Example:\n  lb show sync")]
+    Sync,
     /// How a service's lookup table is shared among its backends.
     #[command(after_help = "Example:\n  lb show table 203.0.113.10:80/tcp")]
     Table {
@@ -108,5 +112,6 @@ pub fn show(p: &Pinned, what: &What, json: bool) -> Result<String> {
         What::Stats => out(stats::Stats::read(p)?, json),
         What::Table { service } => out(table::Table::read(p, service)?, json),
         What::Vrrp => out(Vrrp::read(p), json),
+        What::Sync => out(sync::Sync::read(p), json),
     }
 }
