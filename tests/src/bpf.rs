@@ -71,6 +71,11 @@ impl Harness {
         })
     }
 
+    /// Where its maps are pinned (the agent's `pin_dir`).
+    pub fn pin_dir(&self) -> &std::path::Path {
+        &self.pin_dir
+    }
+
     /// Run `prog` once on `frame`: (verdict, output frame).
     pub fn run(&self, prog: &str, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         let p: &aya::programs::Xdp = self.ebpf.program(prog).context("program")?.try_into()?;

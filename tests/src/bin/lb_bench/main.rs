@@ -9,6 +9,7 @@
 //! and noisy: rounds are interleaved and reported as min/median/max.
 
 mod health;
+mod sync;
 
 use std::time::Instant;
 
@@ -51,15 +52,19 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() -> Result<()> {
-    // lb-bench [--health-secs N] [--health-only]
+    // lb-bench [--health-secs N] [--health-only] [--sync-only]
     let args: Vec<String> = std::env::args().skip(1).collect();
     let health_secs = args
         .iter()
         .position(|a| a == "--health-secs")
         .and_then(|i| args.get(i + 1))
         .map_or(Ok(30), |v| v.parse())?;
+    if args.iter().any(|a| a == "--sync-only") {
+        return sync::run();
+    }
     if !args.iter().any(|a| a == "--health-only") {
         packets_and_tables()?;
+        sync::run()?;
     }
     health::run(health_secs)
 }
