@@ -19,10 +19,18 @@ const KEY: &str = "lab sync key, 24 bytes!!";
 /// lb1 (150) and lb2 (100) with `scheduler`, syncing flows with each other;
 /// lb1 master, lb2 backup.
 fn pair(scheduler: &str) -> Lab {
+    pair_with(scheduler, |s| s)
+}
+
+/// `pair`, lb2's services passed through `lb2_services` first.
+fn pair_with(scheduler: &str, lb2_services: fn(String) -> String) -> Lab {
     let mut l = two_balancers();
     let lb = lab::bin("LB_BIN", "lb").unwrap();
     for (role, prio, peer) in [("lb1", 150, 2), ("lb2", 100, 1)] {
-        let services = l.services_with(&format!("scheduler = \"{scheduler}\""));
+        let mut services = l.services_with(&format!("scheduler = \"{scheduler}\""));
+        if role == "lb2" {
+            services = lb2_services(services);
+        }
         let cfg = l
             .write_config(
                 role,
@@ -219,4 +227,33 @@ fn hostile_sync_datagrams_change_nothing_and_are_counted() {
     // The pair still syncs afterwards.
     let _held = Held::open(&l.ns("c"), vip(), 5).unwrap();
     wait_received(&l, "lb2", 5);
+}
+
+#[test]
+fn flows_of_a_service_the_peer_lacks_are_skipped_and_counted() {
+    let name = "flows_of_a_service_the_peer_lacks_are_skipped_and_counted";
+    if !require::lab(name, &[]) {
+        return;
+    }
+    // lb2 serves the IPv4 VIP only (say, a reload removed the IPv6 one).
+    let l = pair_with("wrr", |s| {
+        s.split("[[service]]")
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("[[service]]")
+    });
+    let vip6 = std::net::SocketAddr::new(lab::VIP6.parse().unwrap(), 80);
+    let _v6 = Held::open(&l.ns("c"), vip6, 10).unwrap();
+    let _v4 = Held::open(&l.ns("c"), vip(), 10).unwrap();
+    wait_received(&l, "lb2", 20);
+    let s = show_sync(&l, "lb2");
+    assert_eq!(s["peers"][0]["flows_skipped"], 10, "{s:#}");
+    let dir = l.pin_dir("lb2");
+    let flows = lab::lb_show(&["flows", "--pin-dir", dir.to_str().unwrap()]).unwrap();
+    let written: Vec<_> = flows["flows"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        written.len(),
+        10,
+        "only the IPv4 service's flows: {flows:#}"
+    );
 }
