@@ -52,6 +52,40 @@ pub fn plan_text(cfg: &Config) -> String {
     if let Some(api) = a.api {
         let _ = writeln!(s, "api: http://{api}/metrics, /status, /healthz");
     }
+    if cfg.services.iter().any(|s| s.forward.tunnel()) {
+        let src: Vec<String> = [a.tunnel.v4, a.tunnel.v6]
+            .into_iter()
+            .flatten()
+            .map(|x| format!("{}/{}", x.addr, x.prefix_len))
+            .collect();
+        let _ = writeln!(
+            s,
+            "tunnels: outer source {}{}, GUE port {}; forwarding turned on on {} (the FIB answers XDP only then)",
+            src.join(", "),
+            if a.tunnel.hash {
+                " (host bits from the flow hash)"
+            } else {
+                ""
+            },
+            a.tunnel.gue_port,
+            a.interface
+        );
+    }
+    if let Some(y) = &cfg.sync {
+        let peers: Vec<String> = y.peers.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            s,
+            "sync: flows to and from {} on UDP port {}, batched every {}, {}",
+            peers.join(", "),
+            y.port,
+            humantime::format_duration(y.interval),
+            if y.key.is_some() {
+                "HMAC-SHA256 signed"
+            } else {
+                "unsigned (no key)"
+            }
+        );
+    }
     for svc in &cfg.services {
         let total: u32 = svc.backends.iter().map(|b| b.weight).sum();
         let _ = writeln!(
@@ -189,7 +223,7 @@ fn vrrp_text(s: &mut String, v: &Vrrp) {
 
 /// One line a person can check against what they meant.
 fn check_text(c: &Check) -> String {
-    let what = match &c.probe {
+    let mut what = match &c.probe {
         Probe::None => return "none (always up)".into(),
         Probe::Http(h) => {
             let mut w = format!("{} GET {}", if h.tls { "https" } else { "http" }, h.path);
@@ -214,6 +248,9 @@ fn check_text(c: &Check) -> String {
         },
         Probe::Script { command } => format!("script {command:?}"),
     };
+    if c.via == crate::config::Via::Dataplane {
+        what.push_str(" to the VIP through the data path");
+    }
     format!(
         "{what}, every {}, timeout {}, down after {} failures {} apart, up after {} passes, starts {}",
         humantime::format_duration(c.interval),
