@@ -82,6 +82,12 @@ impl Reason {
         Reason::SyncDropped,
     ];
 
+    /// Whether the counter is a packet's verdict (each packet gets exactly
+    /// one), not a side count beside it (`encapsulated`, `sync_dropped`).
+    pub const fn verdict(self) -> bool {
+        !matches!(self, Reason::Encapsulated | Reason::SyncDropped)
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Reason::PassNotIp => "pass_not_ip",

@@ -456,6 +456,8 @@ fn hostile_frames_are_passed_untouched_or_forwarded_well_formed() {
     for r in Reason::ALL {
         let want = match r {
             Reason::FwdFlowHit | Reason::FwdFlowMiss => continue,
+            // Side counts: no one drains this harness's sync ring.
+            r if !r.verdict() => continue,
             _ => tally.get(r.name()).copied().unwrap_or(0),
         };
         assert_eq!(moved(r), want, "counter {}", r.name());
