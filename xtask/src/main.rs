@@ -50,8 +50,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks: XDP ns/packet against an empty and a floor program, Maglev
-    /// build times, agent CPU checking 1,000 backends (--health-secs N,
+    /// Benchmarks: XDP ns/packet against an empty and a floor program (DR
+    /// and tunnels), Maglev build times, flow-sync lag and CPU
+    /// (--sync-only), agent CPU checking 1,000 backends (--health-secs N,
     /// --health-only).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
