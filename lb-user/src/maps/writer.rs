@@ -96,6 +96,8 @@ pub struct Writer {
     slot_sums: Array<MapData, u64>,
     tunnel: Array<MapData, Tunnel>,
     sync_stats: Array<MapData, lb_common::sync::SyncPeerStats>,
+    /// Backend id -> (service key, service id, address).
+    names: StdHashMap<u32, (ServiceKey, u32, IpAddr)>,
     checks: CheckPorts,
     sizes: Sizes,
     services: BTreeMap<ServiceKey, SvcState>,
@@ -133,6 +135,7 @@ impl Writer {
             slot_sums: take(ebpf, names::SLOT_SUMS)?,
             tunnel: take(ebpf, names::TUNNEL)?,
             sync_stats: take(ebpf, names::SYNC_STATS)?,
+            names: StdHashMap::new(),
             checks: CheckPorts::new(
                 take(ebpf, names::CHECK_PORTS)?,
                 take(ebpf, names::CHECK_PATH)?,
@@ -147,6 +150,7 @@ impl Writer {
             writes: AgentStats::default(),
         };
         dp.adopt()?;
+        dp.rebuild_names();
         // A previous agent's instances would read as live ones.
         for slot in 0..MAX_VRRP {
             dp.vrrp_map
@@ -156,17 +160,23 @@ impl Writer {
         Ok(dp)
     }
 
-    /// Every backend id with its service and address: how a flow event
-    /// (ids) is named to a sync peer (whose ids differ).
-    pub fn backend_names(&self) -> StdHashMap<u32, (ServiceKey, u32, IpAddr)> {
-        self.services
+    /// Every backend id with its service (key, id) and address: how a
+    /// flow event (ids) is named to a sync peer (whose ids differ). Kept
+    /// up to date by `apply`, not rebuilt per event.
+    pub fn backend_names(&self) -> &StdHashMap<u32, (ServiceKey, u32, IpAddr)> {
+        &self.names
+    }
+
+    fn rebuild_names(&mut self) {
+        self.names = self
+            .services
             .iter()
             .flat_map(|(k, s)| {
                 s.backends
                     .iter()
                     .map(move |(a, (id, _))| (*id, (*k, s.meta.id, *a)))
             })
-            .collect()
+            .collect();
     }
 
     /// Sync counters for `lb show sync`: the peers' in the first slots,
@@ -294,6 +304,8 @@ impl Writer {
         self.checks.sync(desired, |d, addr| {
             services.get(&d.key)?.backends.get(&addr).map(|(id, _)| *id)
         })?;
+        // Only called when the desired state changed: cheap enough.
+        self.rebuild_names();
         if self.writes != before {
             self.agent_stats
                 .set(0, self.writes, 0)
