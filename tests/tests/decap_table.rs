@@ -38,14 +38,22 @@ impl Decap {
             "203.0.113.10".parse().unwrap(),
             "2001:db8:f::10".parse().unwrap(),
         ];
-        let mut ebpf = decap::load(&pin_dir, &vips, GUE_PORT).expect("the decap object loads");
-        let p: &mut Xdp = ebpf
-            .program_mut(names::PROG_DECAP)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        p.load().expect("the decap program passes the verifier");
-        Decap { ebpf, pin_dir }
+        let loaded = decap::load(&pin_dir, &vips, GUE_PORT).and_then(|mut ebpf| {
+            let p: &mut Xdp = ebpf
+                .program_mut(names::PROG_DECAP)
+                .ok_or_else(|| anyhow::anyhow!("no decap program"))?
+                .try_into()?;
+            p.load()?;
+            Ok(ebpf)
+        });
+        match loaded {
+            Ok(ebpf) => Decap { ebpf, pin_dir },
+            Err(e) => {
+                // Its maps were pinned before the program failed.
+                decap::down(&pin_dir);
+                panic!("the decap program loads and passes the verifier: {e:#}");
+            }
+        }
     }
 
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
