@@ -1,12 +1,14 @@
 //! The sync wire format: one UDP datagram per batch.
 //!
-//!     header (24 bytes)
-//!       magic "LBSY", version 1, kind (1 flows, 2 dump request, 3 dump end),
-//!       count u16, sequence u32, sent (unix µs) u64, oldest wait (µs) u32
-//!     count entries (80 bytes each)
-//!       flow key (40: the map's FlowKey), service key (20: the map's
-//!       ServiceKey), backend address (16), backend family, event kind, 2 pad
-//!     HMAC-SHA256 of all of the above (32 bytes) when a key is configured
+//! ```text
+//! header (24 bytes)
+//!   magic "LBSY", version 1, kind (1 flows, 2 dump request, 3 dump end),
+//!   count u16, sequence u32, sent (unix µs) u64, oldest wait (µs) u32
+//! count entries (80 bytes each)
+//!   flow key (40: the map's FlowKey), service key (20: the map's
+//!   ServiceKey), backend address (16), backend family, event kind, 2 pad
+//! HMAC-SHA256 of all of the above (32 bytes) when a key is configured
+//! ```
 //!
 //! Everything is checked before anything is used; a batch that fails any
 //! check is dropped whole and counted.
