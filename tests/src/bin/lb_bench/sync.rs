@@ -1,8 +1,8 @@
 //! Flow sync: lag and CPU at 1,000 and 10,000 new flows per second. Two
 //! sync tasks of the agent (`lb_user::sync::Sync`), each in a namespace of
 //! its own joined by a veth, each on its own single-threaded runtime so its
-//! thread's CPU time is its cost. The sender is fed flows as the agent
-//! feeds it from the ring buffer; the receiver writes every flow into a
+//! thread's CPU time is its cost. The sender is fed flows from another
+//! thread, as the agent feeds it from the ring buffer; the receiver writes every flow into a
 //! real flow table (an LRU hash map, as the agent does). Each flow carries
 //! its creation time, so the lag is creation to written, per flow.
 
@@ -195,18 +195,29 @@ pub fn run() -> Result<()> {
             cfg("192.0.2.2", Duration::from_millis(10)),
             move |tx, _rx| {
                 Box::pin(async move {
-                    // As the agent does: whatever the ring held, every millisecond.
-                    let per_ms = (rate / 1000).max(1);
-                    let mut tick = tokio::time::interval(Duration::from_millis(1));
-                    let mut i = 0u32;
-                    while i < total {
-                        tick.tick().await;
-                        let n = per_ms.min(total - i);
-                        let batch: Vec<Entry> = (i..i + n).map(|k| entry(k, micros(t0))).collect();
-                        i += n;
-                        let _ = tx.send(Outgoing::Flows(batch)).await;
+                    // The flows are made on a thread of their own, so this
+                    // thread's CPU is the sync task's alone. As the agent
+                    // does: whatever the ring held, every millisecond.
+                    let feeder = std::thread::spawn(move || {
+                        let per_ms = (rate / 1000).max(1);
+                        let mut i = 0u32;
+                        let start = Instant::now();
+                        while i < total {
+                            let due = start + Duration::from_millis((i / per_ms) as u64);
+                            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                            let n = per_ms.min(total - i);
+                            let batch: Vec<Entry> =
+                                (i..i + n).map(|k| entry(k, micros(t0))).collect();
+                            i += n;
+                            if tx.blocking_send(Outgoing::Flows(batch)).is_err() {
+                                break;
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    });
+                    while !feeder.is_finished() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
                     Vec::new()
                 })
             },
