@@ -31,9 +31,16 @@ fn pair_with(scheduler: &str, lb2_services: fn(String) -> String) -> Lab {
         if role == "lb2" {
             services = lb2_services(services);
         }
+        // lb2 answers /metrics (the hostile-datagram test reads it).
+        let agent = if role == "lb2" {
+            "api = \"127.0.0.1:9100\""
+        } else {
+            ""
+        };
         let cfg = l
-            .write_config(
+            .write_config_with(
                 role,
+                agent,
                 &format!(
                     "{services}{}\n[sync]\npeers = [\"{}\"]\nkey = \"{KEY}\"\ninterval = \"10ms\"\n",
                     Lab::vrrp_section(prio, "100ms", ""),
@@ -224,6 +231,24 @@ fn hostile_sync_datagrams_change_nothing_and_are_counted() {
     assert!(peer["malformed"].as_u64().unwrap() >= 2, "{s:#}");
     assert!(stranger["bad_auth"].as_u64().unwrap() >= 1, "{s:#}");
     assert_eq!(flows("lb2"), before, "no flow was written");
+    // The same counters in /metrics.
+    let api = std::net::SocketAddr::new([127, 0, 0, 1].into(), 9100);
+    let (status, _, body) = netns::in_ns(&l.ns("lb2"), move || http::fetch(api, "/metrics", None))
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.lines()
+            .any(|x| x.starts_with("lb_sync_bad_auth_total{peer=\"none\"} ") && !x.ends_with(" 0")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "lb_sync_malformed_total{{peer=\"{}\"}}",
+            Lab::balancer_addr(1)
+        )),
+        "{body}"
+    );
     // The pair still syncs afterwards.
     let _held = Held::open(&l.ns("c"), vip(), 5).unwrap();
     wait_received(&l, "lb2", 5);

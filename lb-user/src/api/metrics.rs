@@ -297,6 +297,71 @@ impl Collector for FromMaps {
         for (i, (name, help, kind)) in specs.iter().enumerate() {
             family(&mut enc, name, help, *kind, &v[i])?;
         }
-        Ok(())
+        sync_families(&mut enc, p)
     }
+}
+
+/// Flow sync, per peer (`peer="none"`: batches from no configured peer).
+fn sync_families(enc: &mut DescriptorEncoder, p: &Pinned) -> fmt::Result {
+    type Field = fn(&lb_common::sync::SyncPeerStats) -> u64;
+    let specs: [(&str, &str, Field); 8] = [
+        ("lb_sync_batches_sent", "Sync batches sent to a peer", |s| {
+            s.batches_sent
+        }),
+        ("lb_sync_flows_sent", "Flows sent to a peer", |s| {
+            s.flows_sent
+        }),
+        (
+            "lb_sync_batches_received",
+            "Sync batches accepted from a peer",
+            |s| s.batches_received,
+        ),
+        (
+            "lb_sync_flows_received",
+            "Flows received from a peer",
+            |s| s.flows_received,
+        ),
+        (
+            "lb_sync_flows_skipped",
+            "Received flows of a service or backend this node lacks",
+            |s| s.flows_skipped,
+        ),
+        (
+            "lb_sync_bad_auth",
+            "Sync batches dropped: wrong or missing key, or from no peer",
+            |s| s.bad_auth,
+        ),
+        (
+            "lb_sync_malformed",
+            "Sync batches dropped: malformed",
+            |s| s.malformed,
+        ),
+        (
+            "lb_sync_dumps_served",
+            "Full flow dumps sent to a peer",
+            |s| s.dumps_served,
+        ),
+    ];
+    let peers = p.sync();
+    for (name, help, field) in specs {
+        let rows: Vec<(Labels, f64)> = peers
+            .iter()
+            .map(|(a, s)| {
+                let peer = a.map_or_else(|| "none".to_string(), |a| a.to_string());
+                (vec![("peer", peer)], field(s) as f64)
+            })
+            .collect();
+        family(enc, name, help, MetricType::Counter, &rows)?;
+    }
+    let lag: Vec<(Labels, f64)> = peers
+        .iter()
+        .filter_map(|(a, s)| a.map(|a| (vec![("peer", a.to_string())], s.lag_us as f64 / 1e6)))
+        .collect();
+    family(
+        enc,
+        "lb_sync_lag_seconds",
+        "Age of the last sync batch from a peer on arrival",
+        MetricType::Gauge,
+        &lag,
+    )
 }
