@@ -23,7 +23,32 @@ pub struct Weighted<'a> {
 /// Entries for one table slot (at most `m`), with backend indices in the
 /// id words of `scheduler`'s layout. `rtt_ms[i]` is backend i's response
 /// time (shortest-response only).
+///
+/// The table depends on the backends' keys and weights, not on their
+/// order: they are built in key order and mapped back, so every balancer
+/// with the same backends builds the same table whatever its config's
+/// order (and sends a flow to the same backend: scale-out and failover
+/// rely on it).
 pub fn build(
+    scheduler: Scheduler,
+    backends: &[Weighted<'_>],
+    m: u32,
+    virtual_nodes: u32,
+    rtt_ms: &[u32],
+) -> Vec<u32> {
+    let mut order: Vec<usize> = (0..backends.len()).collect();
+    order.sort_by(|&a, &b| backends[a].key.cmp(backends[b].key));
+    let sorted: Vec<Weighted<'_>> = order.iter().map(|&i| backends[i]).collect();
+    let rtts: Vec<u32> = order
+        .iter()
+        .map(|&i| rtt_ms.get(i).copied().unwrap_or(0))
+        .collect();
+    let mut t = build_in_order(scheduler, &sorted, m, virtual_nodes, &rtts);
+    map_ids(scheduler, &mut t, |i| order[i as usize] as u32);
+    t
+}
+
+fn build_in_order(
     scheduler: Scheduler,
     backends: &[Weighted<'_>],
     m: u32,
@@ -122,6 +147,64 @@ pub fn shares(scheduler: Scheduler, slot: &[u32]) -> BTreeMap<u32, Share> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys a slot names, entry by entry (ids mapped to keys).
+    fn by_key(s: Scheduler, backends: &[Weighted<'_>], m: u32) -> Vec<u32> {
+        let mut t = build(s, backends, m, 40, &[3, 1, 4, 1, 5, 9, 2]);
+        map_ids(s, &mut t, |i| backends[i as usize].key[3] as u32);
+        t
+    }
+
+    #[test]
+    fn tables_do_not_depend_on_the_backends_order() {
+        let keys: Vec<[u8; 4]> = (1..=7u8).map(|i| [198, 51, 100, 10 + i]).collect();
+        let weights = [1, 2, 3, 1, 0, 5, 1];
+        let listed: Vec<Weighted<'_>> = keys
+            .iter()
+            .zip(weights)
+            .map(|(k, weight)| Weighted { key: k, weight })
+            .collect();
+        // Another node lists them in another order (rtts follow their backend).
+        let mut shuffled = listed.clone();
+        shuffled.reverse();
+        shuffled.swap(1, 4);
+        for s in Scheduler::ALL {
+            if s.scans() {
+                continue; // (id, weight) pairs: order is not a placement
+            }
+            let a = by_key(s, &listed, 65_537);
+            let b = by_key(s, &shuffled, 65_537);
+            assert_eq!(a, b, "{}: same backends in another order", s.name());
+        }
+    }
+
+    #[test]
+    fn a_maglev_table_is_the_same_in_every_process() {
+        // Nothing random, no hash-map order: this fingerprint is the same on
+        // every node and in every release that does not mean to change it.
+        let keys: Vec<[u8; 16]> = (0..100u32)
+            .map(|i| {
+                crate::addr::to_bytes(
+                    format!("198.51.{}.{}", 100 + i / 250, 1 + i % 250)
+                        .parse()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let b: Vec<Weighted<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Weighted {
+                key: k,
+                weight: 1 + (i as u32 % 3),
+            })
+            .collect();
+        let t = build(Scheduler::Maglev, &b, 65_537, 0, &[]);
+        let sum = lb_common::hash::bytes_hash(bytemuck::cast_slice(&t), t.len() as u64);
+        assert_eq!(sum, MAGLEV_FINGERPRINT, "{sum:#x}");
+    }
+
+    const MAGLEV_FINGERPRINT: u64 = 0x3856_c960_cad0_8e77;
 
     #[test]
     fn shares_per_layout() {
