@@ -282,3 +282,37 @@ fn flows_of_a_service_the_peer_lacks_are_skipped_and_counted() {
         "only the IPv4 service's flows: {flows:#}"
     );
 }
+
+#[test]
+fn closed_flows_are_synced_so_active_counts_agree() {
+    let name = "closed_flows_are_synced_so_active_counts_agree";
+    if !require::lab(name, &[]) {
+        return;
+    }
+    let l = pair("least-conn");
+    let active = |role: &str| -> u64 {
+        l.backends(role, "203.0.113.10:80/tcp")
+            .unwrap()
+            .values()
+            .map(|b| b["active_flows"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let wait = |want: u64| {
+        let t0 = Instant::now();
+        while (active("lb1"), active("lb2")) != (want, want) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "active flows lb1 {} lb2 {}, want {want} on both",
+                active("lb1"),
+                active("lb2")
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    };
+    let held = Held::open(&l.ns("c"), vip(), 30).unwrap();
+    wait(30);
+    // The client closes them all: its FINs close the flows on lb1, and
+    // the sync stream closes them on lb2.
+    drop(held);
+    wait(0);
+}
