@@ -14,7 +14,7 @@ use lb_tests::{
     bpf::{Harness, TEST_SIZES},
     fib::{FibNet, GW_MAC, ifindex},
     frame::{CLIENT_MAC, Frame, LB_MAC, Outer, checksum, encapsulate},
-    netns::{Entered, Netns},
+    netns::Entered,
     require,
 };
 use lb_user::{
@@ -29,17 +29,8 @@ const GUE_PORT: u16 = 6080;
 const SRC4: [u8; 4] = [198, 51, 100, 2];
 const SRC6: &str = "2001:db8:1::2";
 
-struct Net {
-    ns: Netns,
-    mac: [u8; 6],
-}
-
-fn net() -> Net {
-    let f = FibNet::new("tun").expect("namespace with a FIB");
-    Net {
-        ns: f.ns,
-        mac: f.mac,
-    }
+fn net() -> FibNet {
+    FibNet::new("tun").expect("namespace with a FIB")
 }
 
 fn backend(a: &str) -> DesiredBackend {

@@ -707,8 +707,24 @@ fn validate_reload(path: &Path, running: &Config) -> Result<Config> {
     Ok(new)
 }
 
+/// What one refresh has already read: each tunnel backend's route is asked
+/// once (a backend may serve several services), each egress link once.
+#[derive(Default)]
+struct RouteRound {
+    done: HashSet<std::net::IpAddr>,
+    links: std::collections::HashMap<u32, neigh::LinkInfo>,
+}
+
 /// Re-read the route to a tunnel backend (and its egress link's MAC).
-async fn refresh_route(net: &Net, host: &mut HostView, addr: std::net::IpAddr) {
+async fn refresh_route(
+    net: &Net,
+    host: &mut HostView,
+    round: &mut RouteRound,
+    addr: std::net::IpAddr,
+) {
+    if !round.done.insert(addr) {
+        return;
+    }
     let route = match net.route(addr).await {
         Ok(r) => r,
         Err(e) => {
@@ -718,14 +734,19 @@ async fn refresh_route(net: &Net, host: &mut HostView, addr: std::net::IpAddr) {
             return;
         }
     };
-    match net.link_by_index(route.ifindex).await {
-        Ok((_, link)) => {
-            let old = host.routes.insert(addr, (route, link));
-            if old.map(|(r, _)| r) != Some(route) {
-                tracing::info!(backend = %addr, via = %route.via, ifindex = route.ifindex, "route to tunnel backend");
+    let link = match round.links.get(&route.ifindex) {
+        Some(l) => *l,
+        None => match net.link_by_index(route.ifindex).await {
+            Ok((_, l)) => *round.links.entry(route.ifindex).or_insert(l),
+            Err(e) => {
+                tracing::warn!(backend = %addr, error = %e, "the route's interface is gone");
+                return;
             }
-        }
-        Err(e) => tracing::warn!(backend = %addr, error = %e, "the route's interface is gone"),
+        },
+    };
+    let old = host.routes.insert(addr, (route, link));
+    if old.map(|(r, _)| r) != Some(route) {
+        tracing::info!(backend = %addr, via = %route.via, ifindex = route.ifindex, "route to tunnel backend");
     }
 }
 
@@ -762,10 +783,11 @@ async fn read_host(net: &Net, cfg: &Config, host: &mut HostView) -> bool {
         }
     };
     let mut resolved = true;
+    let mut round = RouteRound::default();
     for s in &cfg.services {
         for b in &s.backends {
             if s.forward.tunnel() {
-                refresh_route(net, host, b.address).await;
+                refresh_route(net, host, &mut round, b.address).await;
             }
             let Some((link, via)) = plan::next_hop(cfg, host, s, b) else {
                 resolved = false;

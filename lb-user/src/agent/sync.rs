@@ -250,13 +250,8 @@ impl Link {
         if self.flows.insert(e.flow, value, 0).is_err() {
             return;
         }
-        let was_open = old
-            .as_ref()
-            .is_some_and(open)
-            .then_some(old.map(|v| v.backend))
-            .flatten();
-        if let Some(b) = was_open {
-            self.add_active(b, -1);
+        if let Some(v) = old.filter(open) {
+            self.add_active(v.backend, -1);
         }
         if open(&value) {
             self.add_active(backend, 1);
