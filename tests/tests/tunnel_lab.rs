@@ -112,6 +112,40 @@ fn setup(mode: &'static str, v6: bool, check: &str) -> Setup {
             reasons(&lab)
         );
     }
+    // Every backend checked and up, and (health is published before the
+    // table that takes a backend in) the table holding all three at their
+    // weights, before shares are counted.
+    let svc = lb_user::addr::service_name(
+        &lb_user::addr::parse_service_name(&format!("{vip}/tcp")).unwrap(),
+    );
+    for b in lab.spec.backends.clone() {
+        let a = if v6 {
+            lab.backend_addr6(&b)
+        } else {
+            lab.backend_addr(&b)
+        };
+        lab.wait_backend("lb1", &svc, &a, "up", Duration::from_secs(10))
+            .unwrap();
+    }
+    let dir = lab.pin_dir("lb1");
+    let t0 = std::time::Instant::now();
+    loop {
+        let t = lb_show(&["table", &svc, "--pin-dir", dir.to_str().unwrap()]).unwrap();
+        let rows = t["backends"].as_array().cloned().unwrap_or_default();
+        let settled = rows.len() == 3
+            && rows.iter().all(|b| {
+                let share = b["share"].as_f64().unwrap_or(0.0);
+                (share - b["wanted"].as_f64().unwrap_or(1.0)).abs() < 0.01
+            });
+        if settled {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "table not settled: {t:#}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Setup {
         lab,
         cfg,
