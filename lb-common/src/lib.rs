@@ -10,6 +10,7 @@ pub mod decap;
 pub mod hash;
 pub mod health;
 pub mod names;
+pub mod nat;
 pub mod sched;
 pub mod stats;
 pub mod sync;

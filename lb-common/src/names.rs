@@ -57,8 +57,13 @@ pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
 /// Peer slot -> SyncPeerStats, for `lb show sync` (agent-only).
 pub const SYNC_STATS: &str = "SYNC_STATS";
 
+/// Reply 5-tuple -> NatEntry (LRU): NAT connections' way back.
+pub const NAT: &str = "NAT";
+/// One NatConfig: full-NAT's sources and ports.
+pub const NAT_CONFIG: &str = "NAT_CONFIG";
+
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 21] = [
+pub const ALL_MAPS: [&str; 23] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -80,6 +85,8 @@ pub const ALL_MAPS: [&str; 21] = [
     CHECK_PATH,
     FLOW_EVENTS,
     SYNC_STATS,
+    NAT,
+    NAT_CONFIG,
 ];
 
 /// The XDP entry point.
@@ -117,8 +124,10 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
 /// v3: REASON_STATS grew pass_not_ours; OWN_MAC, SLOT_SUMS.
 /// v4: REASON_STATS grew the tunnel and check reasons; TUNNEL, ICMP_BUDGET,
 /// CHECK_PORTS, CHECK_PATH, FLOW_EVENTS, SYNC_STATS; Backend grew `via`.
+/// v5: REASON_STATS grew the NAT reasons; NAT, NAT_CONFIG; OWN_MAC has an
+/// entry per interface; Backend grew `port`, FlowValue `nat`.
 #[cfg(not(feature = "layout-test"))]
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// A build whose FlowValue has one more field, for the upgrade test.
 #[cfg(feature = "layout-test")]
 pub const LAYOUT_VERSION: u32 = 1003;

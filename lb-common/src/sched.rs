@@ -133,24 +133,40 @@ pub enum Forward {
     Ipip = 1,
     /// The same inside UDP: GUE variant 1 (RFC 8086), direct IP.
     Gue = 2,
+    /// Destination NAT (LVS-NAT): VIP:port becomes backend:port; the
+    /// backends' replies come back through the balancer, their gateway.
+    Nat = 3,
+    /// NAT of both ends: the source also becomes one of the balancer's
+    /// addresses and ports, so backends need no route to the clients.
+    FullNat = 4,
 }
 
 pub const FORWARD_DR: u8 = Forward::Dr as u8;
 pub const FORWARD_IPIP: u8 = Forward::Ipip as u8;
 pub const FORWARD_GUE: u8 = Forward::Gue as u8;
+pub const FORWARD_NAT: u8 = Forward::Nat as u8;
+pub const FORWARD_FULLNAT: u8 = Forward::FullNat as u8;
 
 /// Katran's GUE port: the default of `[agent] gue_port` and of
 /// `lb realserver --gue-port`.
 pub const DEFAULT_GUE_PORT: u16 = 6080;
 
 impl Forward {
-    pub const ALL: [Forward; 3] = [Forward::Dr, Forward::Ipip, Forward::Gue];
+    pub const ALL: [Forward; 5] = [
+        Forward::Dr,
+        Forward::Ipip,
+        Forward::Gue,
+        Forward::Nat,
+        Forward::FullNat,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
             Forward::Dr => "dr",
             Forward::Ipip => "ipip",
             Forward::Gue => "gue",
+            Forward::Nat => "nat",
+            Forward::FullNat => "fullnat",
         }
     }
 
@@ -159,6 +175,8 @@ impl Forward {
             FORWARD_DR => Some(Forward::Dr),
             FORWARD_IPIP => Some(Forward::Ipip),
             FORWARD_GUE => Some(Forward::Gue),
+            FORWARD_NAT => Some(Forward::Nat),
+            FORWARD_FULLNAT => Some(Forward::FullNat),
             _ => None,
         }
     }
@@ -167,9 +185,19 @@ impl Forward {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// Whether packets reach the backend inside an outer header, routed by
-    /// the FIB (no MAC of the backend needed).
+    /// Whether packets reach the backend inside an outer header.
     pub const fn tunnel(self) -> bool {
+        matches!(self, Forward::Ipip | Forward::Gue)
+    }
+
+    /// Whether the packet is rewritten (NAT or full-NAT).
+    pub const fn nat(self) -> bool {
+        matches!(self, Forward::Nat | Forward::FullNat)
+    }
+
+    /// Whether the FIB routes the packet to the backend (tunnels and NAT:
+    /// the next hop is the route's, not the backend's own MAC).
+    pub const fn routed(self) -> bool {
         !matches!(self, Forward::Dr)
     }
 }

@@ -54,9 +54,18 @@ pub enum Reason {
     /// A flow opened or closed that the sync ring buffer had no room to
     /// report (the packet itself was forwarded).
     SyncDropped = 19,
+    /// A backend's reply to a NAT connection, translated back to the VIP
+    /// and sent to the client.
+    FwdNatReply = 20,
+    /// An ICMP error about a NAT connection, translated and forwarded.
+    FwdNatIcmp = 21,
+    /// Full-NAT found no free source port for a new connection.
+    DropNatNoPort = 22,
+    /// Forwarded by NAT or full-NAT (counted besides its flow hit or miss).
+    Translated = 23,
 }
 
-pub const REASON_COUNT: u32 = 20;
+pub const REASON_COUNT: u32 = 24;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -80,12 +89,19 @@ impl Reason {
         Reason::Encapsulated,
         Reason::FwdCheck,
         Reason::SyncDropped,
+        Reason::FwdNatReply,
+        Reason::FwdNatIcmp,
+        Reason::DropNatNoPort,
+        Reason::Translated,
     ];
 
     /// Whether the counter is a packet's verdict (each packet gets exactly
     /// one), not a side count beside it (`encapsulated`, `sync_dropped`).
     pub const fn verdict(self) -> bool {
-        !matches!(self, Reason::Encapsulated | Reason::SyncDropped)
+        !matches!(
+            self,
+            Reason::Encapsulated | Reason::SyncDropped | Reason::Translated
+        )
     }
 
     pub const fn name(self) -> &'static str {
@@ -110,6 +126,10 @@ impl Reason {
             Reason::Encapsulated => "encapsulated",
             Reason::FwdCheck => "fwd_check",
             Reason::SyncDropped => "sync_dropped",
+            Reason::FwdNatReply => "fwd_nat_reply",
+            Reason::FwdNatIcmp => "fwd_nat_icmp",
+            Reason::DropNatNoPort => "drop_nat_no_port",
+            Reason::Translated => "translated",
         }
     }
 }

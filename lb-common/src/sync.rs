@@ -22,7 +22,9 @@ pub struct FlowEvent {
     pub backend: u32,
     pub service: u32,
     pub kind: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// Full-NAT's source index and port (`FlowValue::nat`).
+    pub nat: u32,
 }
 
 /// Peers an agent syncs with; SYNC_STATS has one more slot, for batches

@@ -93,11 +93,17 @@ pub struct FlowValue {
     pub backend: u32,
     pub service: u32,
     pub flags: u32,
-    pub _pad: u32,
+    /// Full-NAT: the flow's source address index and port
+    /// (`nat::snat_pack`); 0 otherwise.
+    pub nat: u32,
     /// The layout change the upgrade test migrates across.
     #[cfg(feature = "layout-test")]
     pub _layout_test: u64,
 }
+
+/// Interfaces the program runs on: the clients' and, for NAT, the
+/// backends' (OWN_MAC has one entry each).
+pub const MAX_INTERFACES: u32 = 4;
 
 /// `OWN_MAC`'s value: the MAC frames must be sent to, to be balanced.
 #[repr(C)]
@@ -123,7 +129,9 @@ pub struct Backend {
     pub service: u32,
     pub weight: u32,
     pub family: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// NAT: the port the backend listens on (0: the VIP's port).
+    pub port: u16,
     /// Where frames go first, for `lb show`: the backend itself (DR) or
     /// the router the FIB chose (tunnels). `mac` is this hop's MAC.
     pub via: [u8; 16],

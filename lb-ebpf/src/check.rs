@@ -80,6 +80,7 @@ pub fn out(ctx: &XdpContext, p: &Parsed) -> u32 {
         l3_off: p.l3_off,
         gue: c.forward == FORWARD_GUE,
         check: true,
+        kind: tunnel::JOB_TUNNEL,
     };
     match tunnel::Sent::from_raw(tunnel::forward(ctx, job.pack())) {
         tunnel::Sent::Action(a) => a,

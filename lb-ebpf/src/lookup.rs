@@ -4,22 +4,30 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lb_common::{
-    BACKEND_CONFIGURED, BACKEND_HAS_MAC, Backend, FLOW_CLOSING, FlowKey, FlowValue, ServiceKey,
-    ServiceMeta,
+    BACKEND_CONFIGURED, BACKEND_HAS_MAC, Backend, FLOW_CLOSING, FORWARD_FULLNAT, FlowKey,
+    FlowValue, MAX_INTERFACES, ServiceKey, ServiceMeta,
 };
 
 use lb_common::sync::{FLOW_CLOSED, FLOW_OPENED, FlowEvent};
 
 use crate::maps::{ACTIVE, BACKENDS, FLOW_EVENTS, FLOWS, OWN_MAC, SERVICES};
 
-/// Whether `dst` is this interface's own MAC. Until the agent has written
-/// it, nothing is ours: frames pass to the kernel untouched.
+/// Whether `dst` is the MAC of an interface the program runs on (the
+/// clients' first, then NAT's backend side). Until the agent has written
+/// them, nothing is ours: frames pass to the kernel untouched.
 #[inline(always)]
 pub fn ours(dst: &[u8; 6]) -> bool {
-    match OWN_MAC.get(0) {
-        Some(m) => m.set != 0 && m.mac == *dst,
-        None => false,
+    for i in 0..MAX_INTERFACES {
+        match OWN_MAC.get(i) {
+            Some(m) if m.set != 0 => {
+                if m.mac == *dst {
+                    return true;
+                }
+            }
+            _ => return false,
+        }
     }
+    false
 }
 
 /// The service for (dst, dport, proto), else the VIP's all-ports service.
@@ -72,16 +80,15 @@ pub fn active_add(id: u32, d: i64) {
     }
 }
 
+/// A remembered flow: its backend id, the backend, and `FlowValue::nat`.
+pub type Hit = (u32, &'static Backend, u32);
+
 /// The flow's remembered backend while it is usable. A client's first FIN
 /// or RST closes the flow's active count once. A flow whose backend is gone
 /// (or that belongs to another service) stops counting and gets `None`: the
 /// caller places it again.
 #[inline(always)]
-pub fn remembered(
-    key: &FlowKey,
-    svc: &ServiceMeta,
-    closing: bool,
-) -> Option<(u32, &'static Backend)> {
+pub fn remembered(key: &FlowKey, svc: &ServiceMeta, closing: bool) -> Option<Hit> {
     let v = FLOWS.get_ptr_mut(key)?;
     // SAFETY: the map value stays valid for this program run.
     let v = unsafe { &mut *v };
@@ -92,9 +99,9 @@ pub fn remembered(
         if closing && open {
             v.flags |= FLOW_CLOSING;
             active_add(v.backend, -1);
-            report(key, v.backend, svc.id, FLOW_CLOSED);
+            report(key, v.backend, svc.id, v.nat, FLOW_CLOSED);
         }
-        return Some((v.backend, b));
+        return Some((v.backend, b, v.nat));
     }
     if open {
         // Leaving a backend that is gone: it no longer carries the flow.
@@ -104,7 +111,8 @@ pub fn remembered(
 }
 
 /// Remember a new flow's backend; it counts as active unless it opened
-/// already closing.
+/// already closing. A full-NAT flow is reported once its source port is
+/// allocated (nat.rs).
 #[inline(always)]
 pub fn remember(key: &FlowKey, svc: &ServiceMeta, id: u32, closing: bool) {
     let v = FlowValue {
@@ -116,14 +124,16 @@ pub fn remember(key: &FlowKey, svc: &ServiceMeta, id: u32, closing: bool) {
     // A full LRU evicts the oldest flow; failure here only costs a re-hash later.
     if FLOWS.insert(key, v, 0).is_ok() && !closing {
         active_add(id, 1);
-        report(key, id, svc.id, FLOW_OPENED);
+        if svc.forward != FORWARD_FULLNAT {
+            report(key, id, svc.id, 0, FLOW_OPENED);
+        }
     }
 }
 
 /// Tell the agent (for its sync peers) that a flow opened or closed;
 /// a full ring buffer costs only the report, counted.
 #[inline(always)]
-fn report(key: &FlowKey, backend: u32, service: u32, kind: u8) {
+pub fn report(key: &FlowKey, backend: u32, service: u32, nat: u32, kind: u8) {
     match FLOW_EVENTS.reserve::<FlowEvent>(0) {
         Some(mut e) => {
             e.write(FlowEvent {
@@ -131,7 +141,8 @@ fn report(key: &FlowKey, backend: u32, service: u32, kind: u8) {
                 backend,
                 service,
                 kind,
-                _pad: [0; 7],
+                _pad: [0; 3],
+                nat,
             });
             e.submit(0);
         }

@@ -6,10 +6,12 @@
 #![allow(internal_features)]
 
 mod check;
+mod fib;
 mod forward;
 mod icmp;
 mod lookup;
 mod maps;
+mod nat;
 mod parse;
 mod select;
 mod stats;
@@ -17,7 +19,8 @@ mod tunnel;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    FORWARD_DR, FORWARD_GUE, FlowKey, NO_BACKEND, Reason, SERVICE_STANDBY, ServiceMeta,
+    FORWARD_DR, FORWARD_FULLNAT, FORWARD_GUE, FORWARD_NAT, FlowKey, NO_BACKEND, Reason,
+    SERVICE_STANDBY, ServiceMeta,
 };
 use network_types::eth::EthHdr;
 
@@ -33,7 +36,12 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     if !tunnel::Job::is_job(next) {
         return next as u32;
     }
-    match tunnel::Sent::from_raw(tunnel::forward(&ctx, next)) {
+    let sent = if tunnel::Job::kind_of(next) == tunnel::JOB_TUNNEL {
+        tunnel::forward(&ctx, next)
+    } else {
+        nat::run(&ctx, next)
+    };
+    match tunnel::Sent::from_raw(sent) {
         tunnel::Sent::Action(a) => a,
         tunnel::Sent::TooBig(mtu) => icmp::too_big(&ctx, tunnel::Job::unpack(next).l3_off, mtu),
     }
@@ -61,18 +69,27 @@ fn try_lb(ctx: &XdpContext) -> Result<u64, (Reason, u32)> {
     if !lookup::ours(unsafe { &(*eth).dst_addr }) {
         return Err((Reason::PassNotOurs, PASS));
     }
-    let p = parse::parse(ctx).map_err(|r| (r, PASS))?;
+    let p = match parse::parse(ctx) {
+        Ok(p) => p,
+        // Not TCP or UDP: perhaps an ICMP error about a NAT connection.
+        Err(Reason::PassUnknownL4) if nat::enabled() => {
+            return Ok(tunnel::Job::lookup(tunnel::JOB_NAT_ICMP, EthHdr::LEN));
+        }
+        Err(r) => return Err((r, PASS)),
+    };
     let Some(svc) = lookup::service(&p.key) else {
-        // Not a VIP: perhaps a backend answering a dataplane check.
+        // Not a VIP: perhaps a backend answering a dataplane check, or a
+        // NAT connection's reply.
         return match check::reply(ctx, &p) {
             Some(action) => Ok(action as u64),
+            None if nat::enabled() => Ok(tunnel::Job::lookup(tunnel::JOB_NAT_REPLY, p.l3_off)),
             None => Err((Reason::PassNotVip, PASS)),
         };
     };
     if svc.flags & SERVICE_STANDBY != 0 {
         return Err((Reason::PassStandby, PASS));
     }
-    let (id, backend) = match lookup::remembered(&p.key, &svc, p.closing) {
+    let (id, backend, nat) = match lookup::remembered(&p.key, &svc, p.closing) {
         Some(hit) => {
             stats::reason(Reason::FwdFlowHit);
             hit
@@ -82,19 +99,28 @@ fn try_lb(ctx: &XdpContext) -> Result<u64, (Reason, u32)> {
             let id = place(&p.key, &svc, p.opening, p.closing);
             let b = lookup::backend(id).ok_or(no_backend)?;
             stats::reason(Reason::FwdFlowMiss);
-            (id, b)
+            (id, b, 0)
         }
     };
     stats::forwarded(svc.id, id, (ctx.data_end() - ctx.data()) as u64);
-    if svc.forward == FORWARD_DR {
-        return Ok(forward::direct(ctx, backend) as u64);
-    }
+    let kind = match svc.forward {
+        FORWARD_DR => return Ok(forward::direct(ctx, backend) as u64),
+        FORWARD_NAT => tunnel::JOB_NAT,
+        FORWARD_FULLNAT => tunnel::JOB_FULLNAT,
+        _ => tunnel::JOB_TUNNEL,
+    };
+    let hash = if kind == tunnel::JOB_TUNNEL {
+        lb_common::flow_hash(&p.key, lb_common::HASH_5TUPLE)
+    } else {
+        nat
+    };
     Ok(tunnel::Job {
         backend: id,
-        hash: lb_common::flow_hash(&p.key, lb_common::HASH_5TUPLE),
+        hash,
         l3_off: p.l3_off,
         gue: svc.forward == FORWARD_GUE,
         check: false,
+        kind,
     }
     .pack())
 }

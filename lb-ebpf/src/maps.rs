@@ -60,7 +60,7 @@ pub static SLOT_SUMS: Array<u64> = Array::pinned(DEFAULT_MAX_SERVICES * 2, 0);
 
 // The interface's own MAC: only frames sent to it are balanced.
 #[map]
-pub static OWN_MAC: Array<OwnMac> = Array::pinned(1, 0);
+pub static OWN_MAC: Array<OwnMac> = Array::pinned(lb_common::MAX_INTERFACES, 0);
 
 // Active flows per backend id, shared by all CPUs (atomic adds): what
 // least-conn and shortest-response compare.
@@ -98,3 +98,16 @@ pub static FLOW_EVENTS: aya_ebpf::maps::RingBuf =
 #[map]
 pub static SYNC_STATS: Array<lb_common::sync::SyncPeerStats> =
     Array::pinned(lb_common::sync::MAX_SYNC_PEERS + 1, 0);
+
+// NAT connections' way back: reply 5-tuple -> original addresses.
+#[map]
+pub static NAT: LruHashMap<FlowKey, lb_common::nat::NatEntry> =
+    LruHashMap::pinned(DEFAULT_FLOWS, 0);
+
+// Full-NAT's sources and ports; whether any service translates.
+#[map]
+pub static NAT_CONFIG: Array<lb_common::nat::NatConfig> = Array::pinned(1, 0);
+
+// A NAT job's keys and rewrites, off the stack.
+#[map]
+pub static NAT_SCRATCH: PerCpuArray<crate::nat::Work> = PerCpuArray::with_max_entries(1, 0);

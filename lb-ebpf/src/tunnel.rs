@@ -4,18 +4,12 @@
 //! The FIB is asked before the frame changes, so a miss or a too-big packet
 //! still has the client's original bytes to pass or to answer.
 
-use core::mem::size_of;
-
-use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, xdp_action},
-    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head},
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{Backend, FAMILY_V6, PROTO_UDP, Reason, TUNNEL_V4, TUNNEL_V6};
 
 use crate::{
-    forward, lookup,
-    maps::{FIB_SCRATCH, TUNNEL},
+    fib, forward, lookup,
+    maps::TUNNEL,
     parse::{self, ETH_P_IP, ETH_P_IPV6, IP_DF, ptr_mut},
     stats,
 };
@@ -26,16 +20,12 @@ use network_types::{
     vlan::VlanHdr,
 };
 
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
 /// IPv4 in IP (RFC 2003) and IPv6 in IP (RFC 2473) protocol numbers.
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 const IPV4_HDR: usize = 20;
 const IPV6_HDR: usize = 40;
 const UDP_HDR: usize = 8;
-const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
-const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 /// GUE source ports: the dynamic range, 14 bits of flow hash (RFC 8086 §5.11).
 const GUE_SPORT_BASE: u16 = 0xc000;
 const GUE_SPORT_MASK: u32 = 0x3fff;
@@ -52,7 +42,7 @@ pub enum Sent {
 }
 
 /// `forward`'s result in one register: the action, or the MTU above it.
-const TOO_BIG: u64 = 1 << 63;
+pub const TOO_BIG: u64 = 1 << 63;
 
 impl Sent {
     #[inline(always)]
@@ -65,23 +55,39 @@ impl Sent {
     }
 }
 
-/// A tunnel forward decided on: what `forward` needs, in one register.
+/// `Job::kind`: what runs after `decide`.
+pub const JOB_TUNNEL: u8 = 0;
+/// NAT or full-NAT toward the backend (`hash` carries `FlowValue::nat`).
+pub const JOB_NAT: u8 = 1;
+pub const JOB_FULLNAT: u8 = 2;
+/// Perhaps a backend's reply to a NAT connection.
+pub const JOB_NAT_REPLY: u8 = 3;
+/// Perhaps an ICMP error about a NAT connection.
+pub const JOB_NAT_ICMP: u8 = 4;
+
+/// Work decided on (a tunnel or NAT forward, or a lookup the decision
+/// could not afford on its stack): what the next function needs, in one
+/// register.
 #[derive(Clone, Copy)]
 pub struct Job {
     pub backend: u32,
-    /// The flow's 5-tuple hash (outer source bits, GUE port, flow label).
+    /// The flow's 5-tuple hash (outer source bits, GUE port, flow label);
+    /// for NAT jobs, the flow's `nat`.
     pub hash: u32,
     /// Offset of the IP header: 14, or 18 behind an 802.1Q tag.
     pub l3_off: usize,
     pub gue: bool,
     /// A health check's packet: the backend need not be healthy.
     pub check: bool,
+    pub kind: u8,
 }
 
 const JOB: u64 = 1 << 63;
 const JOB_GUE: u64 = 1 << 62;
 const JOB_VLAN: u64 = 1 << 61;
 const JOB_CHECK: u64 = 1 << 60;
+const JOB_KIND_SHIFT: u32 = 57;
+const JOB_KIND_MASK: u64 = 0b111;
 const JOB_ID_SHIFT: u32 = 32;
 const JOB_ID_MASK: u64 = (1 << 24) - 1;
 // Every backend id fits the job's 24 bits.
@@ -100,7 +106,27 @@ impl Job {
         if self.check {
             v |= JOB_CHECK;
         }
-        v
+        v | (self.kind as u64 & JOB_KIND_MASK) << JOB_KIND_SHIFT
+    }
+
+    /// A job with nothing but its kind and the L3 offset.
+    #[inline(always)]
+    pub fn lookup(kind: u8, l3_off: usize) -> u64 {
+        Job {
+            backend: 0,
+            hash: 0,
+            l3_off,
+            gue: false,
+            check: false,
+            kind,
+        }
+        .pack()
+    }
+
+    /// The kind of a packed job.
+    #[inline(always)]
+    pub fn kind_of(v: u64) -> u8 {
+        ((v >> JOB_KIND_SHIFT) & JOB_KIND_MASK) as u8
     }
 
     /// A packed job, not an XDP action (those fit in 32 bits).
@@ -121,6 +147,7 @@ impl Job {
             },
             gue: v & JOB_GUE != 0,
             check: v & JOB_CHECK != 0,
+            kind: Self::kind_of(v),
         }
     }
 }
@@ -196,55 +223,17 @@ fn encap(
         IPPROTO_IPIP
     };
 
-    // In a per-CPU map, not on the stack (see `forward`).
-    let fib = FIB_SCRATCH
-        .get_ptr_mut(0)
-        .ok_or((Reason::DropNoRoute, DROP))?;
-    // SAFETY: this CPU's value, nothing else uses it while we run; all
-    // zero is a valid request to fill in.
-    let fib = unsafe {
-        *fib = core::mem::zeroed();
-        &mut *fib
-    };
-    fib.family = if outer6 { AF_INET6 } else { AF_INET };
-    fib.l4_protocol = proto;
-    fib.__bindgen_anon_1.tot_len = outer_len as u16;
-    fib.ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: plain unions of byte-compatible address forms.
-    unsafe {
-        if outer6 {
-            fib.__bindgen_anon_3.ipv6_src = core::mem::transmute::<[u8; 16], [u32; 4]>(src);
-            fib.__bindgen_anon_4.ipv6_dst = core::mem::transmute::<[u8; 16], [u32; 4]>(b.addr);
-        } else {
-            fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([src[0], src[1], src[2], src[3]]);
-            fib.__bindgen_anon_4.ipv4_dst =
-                u32::from_ne_bytes([b.addr[0], b.addr[1], b.addr[2], b.addr[3]]);
-        }
-    }
-    // SAFETY: the context and a stack struct of the size we pass.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx as *mut _,
-            fib as *mut FibParams,
-            size_of::<FibParams>() as i32,
-            0,
-        )
-    };
-    match rc {
-        BPF_FIB_LKUP_RET_SUCCESS => {}
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => {
-            // SAFETY: the kernel wrote mtu_result in place of tot_len.
-            let mtu = unsafe { fib.__bindgen_anon_1.mtu_result } as usize;
+    let fib = match fib::lookup(ctx, outer6, &src, &b.addr, proto, outer_len) {
+        Ok(f) => f,
+        Err(fib::Miss::TooBig(mtu)) => {
             if !ip.df {
                 return Err((Reason::PassTooBig, PASS));
             }
             // Not an answer yet: the caller sends it (see `Sent`).
             return Err((Reason::TxTooBig, mtu.saturating_sub(overhead) as u32));
         }
-        // No route, no resolved neighbour, a blackhole: the kernel's to
-        // handle (and to resolve the neighbour, which the agent also asks).
-        _ => return Err((Reason::PassFibMiss, PASS)),
-    }
+        Err(m) => return Err((m.reason(), PASS)),
+    };
 
     let tci = forward::vlan_tci(ctx, l2);
     // SAFETY: a helper on our own context; every pointer is re-derived after.

@@ -37,6 +37,8 @@ pub struct DesiredService {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredBackend {
     pub addr: IpAddr,
+    /// NAT: the port it listens on (0: the VIP's).
+    pub port: u16,
     /// Configured weight.
     pub weight: u32,
     /// The weight tables are built from, in thousandths: `weight * MILLI`
@@ -136,7 +138,7 @@ pub fn next_hop(
     s: &Service,
     b: &BackendCfg,
 ) -> Option<(LinkInfo, IpAddr)> {
-    if s.forward.tunnel() {
+    if s.forward.routed() {
         host.routes.get(&b.address).map(|(r, l)| (*l, r.via))
     } else {
         host.links.get(egress(cfg, b)).map(|l| (*l, b.address))
@@ -226,6 +228,7 @@ pub fn desired(cfg: &Config, host: &HostView, now: Instant) -> Vec<DesiredServic
                     };
                     DesiredBackend {
                         addr: b.address,
+                        port: b.port.unwrap_or(0),
                         weight: b.weight,
                         effective,
                         ifindex,

@@ -63,7 +63,10 @@ impl Harness {
         }
         let mut dp = Writer::new(&mut ebpf, sizes)?;
         // Test frames are sent to the balancer's MAC.
-        dp.write_own_mac(crate::frame::LB_MAC)?;
+        dp.write_interfaces(&[Some(lb_user::agent::neigh::LinkInfo {
+            ifindex: 0,
+            mac: crate::frame::LB_MAC,
+        })])?;
         Ok(Self {
             ebpf,
             dp,

@@ -31,6 +31,7 @@ fn key(s: &str) -> ServiceKey {
 
 fn backend(a: &str, weight: u32, mac: Option<[u8; 6]>) -> DesiredBackend {
     DesiredBackend {
+        port: 0,
         addr: a.parse().unwrap(),
         weight,
         ifindex: LO,

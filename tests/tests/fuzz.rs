@@ -75,6 +75,7 @@ fn desired(svcs: &[Svc]) -> Vec<DesiredService> {
                     .macs
                     .iter()
                     .map(|m| DesiredBackend {
+                        port: 0,
                         addr: if v6 {
                             format!("2001:db8:1::{:x}", 0x10 + m[5]).parse().unwrap()
                         } else {

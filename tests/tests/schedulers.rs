@@ -43,6 +43,7 @@ fn service(sched: Scheduler, weights: &[u32], hash: HashFields) -> DesiredServic
             .iter()
             .enumerate()
             .map(|(i, &w)| DesiredBackend {
+                port: 0,
                 addr: format!("198.51.100.{}", 11 + i).parse().unwrap(),
                 weight: w,
                 effective: w * 1000,
@@ -254,6 +255,7 @@ fn a_large_ring_picks_what_the_agent_computes() {
     let mut h = Harness::new(sizes).unwrap();
     let backends: Vec<DesiredBackend> = (0..N)
         .map(|i| DesiredBackend {
+            port: 0,
             addr: format!("198.51.{}.{}", 100 + i / 250, 1 + i % 250)
                 .parse()
                 .unwrap(),

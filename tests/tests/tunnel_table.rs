@@ -36,6 +36,7 @@ fn net() -> FibNet {
 fn backend(a: &str) -> DesiredBackend {
     DesiredBackend {
         addr: a.parse().unwrap(),
+        port: 0,
         weight: 1,
         effective: 1000,
         // The FIB picks the egress; the same interface here (XDP_TX).

@@ -167,11 +167,11 @@ async fn start_data_plane(
     reports: mpsc::Sender<Report>,
     down_services: watch::Sender<BTreeSet<String>>,
     check_metrics: Option<Checks>,
-) -> Result<(Agent, Option<PinnedLink>)> {
+) -> Result<(Agent, Vec<PinnedLink>)> {
     // Loading, verifying and migrating block: off the runtime's workers,
     // so VRRP's timers keep running meanwhile.
     let (mut dp, link, mut bpf) = tokio::task::block_in_place(|| load_and_attach(&cfg, older))?;
-    let check_path = if check_path::needed(&cfg) && link.is_some() {
+    let check_path = if check_path::needed(&cfg) && !link.is_empty() {
         let iface = net
             .link(&cfg.agent.interface)
             .await
@@ -229,7 +229,7 @@ async fn start_data_plane(
 fn load_and_attach(
     cfg: &Config,
     older: Option<&Path>,
-) -> Result<(Writer, Option<PinnedLink>, aya::Ebpf)> {
+) -> Result<(Writer, Vec<PinnedLink>, aya::Ebpf)> {
     let pin_dir = &cfg.agent.pin_dir;
     let sizes = Sizes::from(&cfg.agent);
     let mut bpf = loader::load(pin_dir, sizes).context("loading the XDP program")?;
@@ -245,31 +245,41 @@ fn load_and_attach(
     let mut dp = Writer::new(&mut bpf, sizes)?;
     // Before the program runs: a tunnel service's first packet needs it.
     dp.write_tunnel(&cfg.agent.tunnel.record())?;
-    if cfg.services.iter().any(|s| s.forward.tunnel()) {
-        forward_on(&cfg.agent.interface)?;
+    if cfg.services.iter().any(|s| s.forward.routed()) {
+        for interface in cfg.agent.interfaces() {
+            forward_on(interface)?;
+        }
     }
     if cfg.services.is_empty() {
         // VRRP only (keepalived in front of nginx, say): the maps hold the
         // status `lb show vrrp` reads; no program runs on the interface.
         for dir in [Some(ours.as_path()), older].into_iter().flatten() {
             // A program a previous config attached goes with its link.
-            let _ = std::fs::remove_file(dir.join(lb_common::names::LINK_PIN));
+            for (i, interface) in cfg.agent.interfaces().enumerate() {
+                let _ = std::fs::remove_file(dir.join(loader::link_name(interface, i == 0)));
+            }
         }
         tracing::info!(pin_dir = %ours.display(), "no [[service]]: VRRP only, no XDP program attached");
         if let Some(old) = older {
             loader::unpin_dir(old);
         }
-        return Ok((dp, None, bpf));
+        return Ok((dp, Vec::new(), bpf));
     }
-    let (link, how) = loader::attach(
-        &mut bpf,
-        &cfg.agent.interface,
-        cfg.agent.xdp_mode,
-        pin_dir,
-        older,
-    )
-    .with_context(|| format!("attaching XDP to {}", cfg.agent.interface))?;
-    tracing::info!(interface = %cfg.agent.interface, mode = ?how, pin_dir = %ours.display(), "XDP program attached");
+    let mut links = Vec::new();
+    for (i, interface) in cfg.agent.interfaces().enumerate() {
+        let name = loader::link_name(interface, i == 0);
+        let (link, how) = loader::attach(
+            &mut bpf,
+            interface,
+            cfg.agent.xdp_mode,
+            pin_dir,
+            older,
+            &name,
+        )
+        .with_context(|| format!("attaching XDP to {interface}"))?;
+        tracing::info!(%interface, mode = ?how, pin_dir = %ours.display(), "XDP program attached");
+        links.push(link);
+    }
     if let Some(old) = older {
         // Flows the old program placed between the copy and the swap.
         let late = migrate::copy_new_flows(old, &ours).unwrap_or_else(|e| {
@@ -279,7 +289,7 @@ fn load_and_attach(
         loader::unpin_dir(old);
         tracing::info!(late_flows = late, "previous layout's pins removed");
     }
-    Ok((dp, Some(link), bpf))
+    Ok((dp, links, bpf))
 }
 
 /// The kernel's FIB answers an XDP program only for an interface that
@@ -290,7 +300,9 @@ fn forward_on(interface: &str) -> Result<()> {
     for family in ["ipv4", "ipv6"] {
         let key = crate::sysctl::conf(family, interface, "forwarding");
         match crate::sysctl::set(&key, "1") {
-            Ok(Some(old)) => tracing::info!(key, old, "forwarding turned on for tunnel services"),
+            Ok(Some(old)) => {
+                tracing::info!(key, old, "forwarding turned on for tunnel and NAT services")
+            }
             Ok(None) => {}
             // IPv6 may be off on the interface: IPv6 tunnels then miss.
             Err(e) if family == "ipv6" => {
@@ -325,13 +337,13 @@ fn resumable(cfg: &Config, pins: Option<&Pinned>, held: BTreeSet<usize>) -> BTre
 }
 
 /// Detach and unpin, unless told to keep both.
-fn teardown(link: Option<PinnedLink>, pin_dir: &Path, keep: bool, interface: &str) {
+fn teardown(links: Vec<PinnedLink>, pin_dir: &Path, keep: bool, interface: &str) {
     if keep {
         tracing::info!(pin_dir = %pin_dir.display(), "stopping; XDP program and maps stay pinned (--keep-pinned)");
-        drop(link);
+        drop(links);
     } else {
         // Unpinning and closing the last fd of the link detaches the program.
-        if let Some(link) = link {
+        for link in links {
             let _ = link.unpin();
         }
         loader::unpin_all(pin_dir);
@@ -639,10 +651,15 @@ impl Agent {
         }
         self.board.weigh(&self.cfg, &self.last);
         self.publish_health();
-        if let Some(l) = self.host.links.get(&self.cfg.agent.interface)
-            && let Err(e) = self.dp.write_own_mac(l.mac)
-        {
-            tracing::warn!(error = %e, "writing the interface's MAC failed");
+        let links: Vec<_> = (self.cfg.agent.interfaces())
+            .map(|i| self.host.links.get(i).copied())
+            .collect();
+        if let Err(e) = self.dp.write_interfaces(&links) {
+            tracing::warn!(error = %e, "writing the interfaces' MACs failed");
+        }
+        let nat = self.cfg.services.iter().any(|s| s.forward.nat());
+        if let Err(e) = self.dp.write_nat(&self.cfg.agent.nat.record(nat)) {
+            tracing::warn!(error = %e, "writing the NAT settings failed");
         }
         let down: BTreeSet<String> = self
             .last
@@ -754,7 +771,9 @@ async fn refresh_route(
 /// the kernel to resolve backends without a fresh entry. True when every
 /// backend has a MAC.
 async fn read_host(net: &Net, cfg: &Config, host: &mut HostView) -> bool {
-    let names: BTreeSet<&str> = std::iter::once(cfg.agent.interface.as_str())
+    let names: BTreeSet<&str> = cfg
+        .agent
+        .interfaces()
         .chain(
             cfg.services
                 .iter()
@@ -786,7 +805,7 @@ async fn read_host(net: &Net, cfg: &Config, host: &mut HostView) -> bool {
     let mut round = RouteRound::default();
     for s in &cfg.services {
         for b in &s.backends {
-            if s.forward.tunnel() {
+            if s.forward.routed() {
                 refresh_route(net, host, &mut round, b.address).await;
             }
             let Some((link, via)) = plan::next_hop(cfg, host, s, b) else {

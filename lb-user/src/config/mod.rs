@@ -4,6 +4,7 @@
 
 mod check;
 mod error;
+mod nat;
 mod raw;
 mod sync;
 #[cfg(test)]
@@ -32,6 +33,7 @@ use toml::Spanned;
 
 pub use check::{Check, HttpProbe, Initial, Probe, Via};
 pub use error::ConfigError;
+pub use nat::NatCfg;
 use raw::{RawAgent, RawBackend, RawCheck, RawConfig, RawService};
 pub use sync::SyncCfg;
 pub use tunnel::{Source, TunnelCfg};
@@ -67,6 +69,17 @@ pub struct Agent {
     pub api: Option<std::net::SocketAddr>,
     /// Outer headers of tunnel services.
     pub tunnel: TunnelCfg,
+    /// NAT services' backend side, when not `interface`: the program runs
+    /// there too (the backends' replies arrive there).
+    pub backend_interface: Option<String>,
+    pub nat: NatCfg,
+}
+
+impl Agent {
+    /// Every interface the program runs on: the clients' first.
+    pub fn interfaces(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.interface.as_str()).chain(self.backend_interface.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +121,8 @@ pub struct BackendCfg {
     pub weight: u32,
     /// Egress interface when not the agent's own (XDP_REDIRECT).
     pub interface: Option<String>,
+    /// NAT: the port the backend listens on (None: the VIP's).
+    pub port: Option<u16>,
     /// The service's check with this backend's overrides.
     pub check: Check,
 }
@@ -266,20 +281,35 @@ impl Validator<'_> {
     fn agent(&self, a: Spanned<RawAgent>) -> Result<Agent, ConfigError> {
         let span = a.span();
         let a = a.into_inner();
-        let Some(interface) = a.interface else {
+        let Some(interface) = a.interface.clone() else {
             return Err(self.err(
                 span,
                 "[agent] has no interface".into(),
                 "add interface = \"eth0\"",
             ));
         };
-        if interface.get_ref().is_empty() || interface.get_ref().len() > 15 {
+        for i in [Some(&interface), a.backend_interface.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if i.get_ref().is_empty() || i.get_ref().len() > 15 {
+                return Err(self.err(
+                    i.span(),
+                    format!("bad interface name {:?}", i.get_ref()),
+                    "an interface name of 1 to 15 characters, as `ip link` shows it",
+                ));
+            }
+        }
+        if let Some(b) = &a.backend_interface
+            && b.get_ref() == interface.get_ref()
+        {
             return Err(self.err(
-                interface.span(),
-                format!("bad interface name {:?}", interface.get_ref()),
-                "an interface name of 1 to 15 characters, as `ip link` shows it",
+                b.span(),
+                format!("backend_interface is interface ({:?})", b.get_ref()),
+                "remove backend_interface: NAT replies arriving on the clients' interface are handled there",
             ));
         }
+        let nat = self.nat(&a)?;
         let xdp_mode = match a.xdp_mode.as_ref().map(|m| m.get_ref().as_str()) {
             None | Some("auto") => XdpMode::Auto,
             Some("native") => XdpMode::Native,
@@ -324,6 +354,8 @@ impl Validator<'_> {
         Ok(Agent {
             api,
             tunnel,
+            nat,
+            backend_interface: a.backend_interface.map(Spanned::into_inner),
             interface: interface.into_inner(),
             pin_dir: a
                 .pin_dir
@@ -477,6 +509,31 @@ impl Validator<'_> {
                     &format!("add the outer source to [agent], like tunnel_source = [\"{}\"] (an address of this host)", if b.address.is_ipv4() { "198.51.100.2" } else { "2001:db8:1::2" }),
                 ));
             }
+            if forward == Forward::FullNat && !agent.nat.has_source(b.address.is_ipv6()) {
+                let family = if b.address.is_ipv4() { "IPv4" } else { "IPv6" };
+                return Err(self.err(
+                    s.forward.as_ref().map(Spanned::span).unwrap_or(span),
+                    format!(
+                        "forward = \"fullnat\" to {family} backend {} needs an {family} address in snat_addresses",
+                        b.address
+                    ),
+                    "add a source of this host to [agent], like snat_addresses = [\"198.51.100.2\"] (the backends answer to it)",
+                ));
+            }
+            if forward.nat() && b.check.via == Via::Dataplane {
+                return Err(self.err(
+                    span,
+                    format!("via = \"dataplane\" does not apply to forward = {:?}", forward.name()),
+                    "a direct check already asks the backend's own address and port, as NAT does; remove via",
+                ));
+            }
+            if forward.nat() && port == 0 && b.port.is_some() {
+                return Err(self.err(
+                    span,
+                    "a backend port on a service of every port".into(),
+                    "an all-ports service keeps each packet's port; remove the backend's port or give the service one",
+                ));
+            }
             if backends.iter().any(|o| o.address == b.address) {
                 return Err(self.err(
                     span,
@@ -559,15 +616,33 @@ impl Validator<'_> {
                 hint,
             ));
         }
-        if forward.tunnel()
+        if forward.routed()
             && let Some(i) = &b.interface
         {
             return Err(self.err(
                 i.span(),
                 format!("interface does not apply to forward = {:?}", forward.name()),
-                "tunnelled packets leave where the routing table sends the backend's address; remove interface",
+                "these packets leave where the routing table sends the backend's address; remove interface",
             ));
         }
+        let port = match &b.port {
+            None => None,
+            Some(p) if !forward.nat() => {
+                return Err(self.err(
+                    p.span(),
+                    format!("port does not apply to forward = {:?}", forward.name()),
+                    "only NAT changes the port (forward = \"nat\" or \"fullnat\"); the backend must listen on the VIP's port",
+                ));
+            }
+            Some(p) if (1..=65535).contains(p.get_ref()) => Some(*p.get_ref() as u16),
+            Some(p) => {
+                return Err(self.err(
+                    p.span(),
+                    format!("port {} is out of range", p.get_ref()),
+                    "the port the backend listens on, 1-65535",
+                ));
+            }
+        };
         let weight = match &b.weight {
             None => 1,
             Some(w) if (0..=MAX_WEIGHT as i64).contains(w.get_ref()) => *w.get_ref() as u32,
@@ -582,6 +657,7 @@ impl Validator<'_> {
         Ok(BackendCfg {
             address,
             weight,
+            port,
             interface: b.interface.map(Spanned::into_inner),
             check: self.check(&RawCheck::merge(service_check, b.check.as_ref()))?,
         })

@@ -32,6 +32,13 @@ pub struct RawAgent {
     pub tunnel_source: Option<super::tunnel::RawSources>,
     pub tunnel_source_hash: Option<Spanned<bool>>,
     pub gue_port: Option<Spanned<i64>>,
+    /// NAT: where the backends are, when not `interface`.
+    pub backend_interface: Option<Spanned<String>>,
+    pub snat_addresses: Option<Vec<Spanned<String>>>,
+    pub snat_ports: Option<Spanned<String>>,
+    pub nat_tcp_timeout: Option<Spanned<String>>,
+    pub nat_tcp_fin_timeout: Option<Spanned<String>>,
+    pub nat_udp_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,5 +65,7 @@ pub struct RawBackend {
     pub address: Spanned<String>,
     pub weight: Option<Spanned<i64>>,
     pub interface: Option<Spanned<String>>,
+    /// NAT: the port the backend listens on.
+    pub port: Option<Spanned<i64>>,
     pub check: Option<RawCheck>,
 }

@@ -73,7 +73,7 @@ impl Supervisor {
                 let key = (s.key(), b.address);
                 // Through the data path the check asks the VIP.
                 let (target, port) = match b.check.via {
-                    Via::Direct => (SocketAddr::new(b.address, s.port), None),
+                    Via::Direct => (SocketAddr::new(b.address, b.port.unwrap_or(s.port)), None),
                     Via::Dataplane => (SocketAddr::new(s.vip, s.port), ports.get(&key).copied()),
                 };
                 wanted.insert(key, (&b.check, target, port));

@@ -137,11 +137,12 @@ pub fn attach(
     mode: crate::config::XdpMode,
     pin_dir: &Path,
     older: Option<&Path>,
+    link_name: &str,
 ) -> Result<(PinnedLink, Attached), EbpfError> {
     use crate::config::XdpMode as M;
-    let link_path = layout_dir(pin_dir).join(LINK_PIN);
+    let link_path = layout_dir(pin_dir).join(link_name);
     if !link_path.exists()
-        && let Some(old) = older.map(|o| o.join(LINK_PIN)).filter(|o| o.exists())
+        && let Some(old) = older.map(|o| o.join(link_name)).filter(|o| o.exists())
     {
         // The pin is a name for the same link: move the name.
         std::fs::rename(&old, &link_path).map_err(|source| EbpfError::Pin {
@@ -234,10 +235,25 @@ fn pin_link(
     })
 }
 
+/// The pin name of the link on `interface`: the clients' interface has
+/// `link`, NAT's backend side `link-IFACE`.
+pub fn link_name(interface: &str, first: bool) -> String {
+    if first {
+        LINK_PIN.to_string()
+    } else {
+        format!("{LINK_PIN}-{interface}")
+    }
+}
+
 /// Remove the pins of one layout directory, and the directory if empty.
 pub fn unpin_dir(dir: &Path) {
-    for name in names::ALL_MAPS.iter().chain([&LINK_PIN]) {
+    for name in names::ALL_MAPS {
         let _ = std::fs::remove_file(dir.join(name));
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(LINK_PIN) {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
     remove_program_pins(dir);
     let _ = std::fs::remove_dir(dir);

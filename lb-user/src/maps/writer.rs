@@ -95,6 +95,7 @@ pub struct Writer {
     own_mac: Array<MapData, OwnMac>,
     slot_sums: Array<MapData, u64>,
     tunnel: Array<MapData, Tunnel>,
+    nat_config: Array<MapData, lb_common::nat::NatConfig>,
     sync_stats: Array<MapData, lb_common::sync::SyncPeerStats>,
     /// Backend id -> (service key, service id, address).
     names: StdHashMap<u32, (ServiceKey, u32, IpAddr)>,
@@ -134,6 +135,7 @@ impl Writer {
             own_mac: take(ebpf, names::OWN_MAC)?,
             slot_sums: take(ebpf, names::SLOT_SUMS)?,
             tunnel: take(ebpf, names::TUNNEL)?,
+            nat_config: take(ebpf, names::NAT_CONFIG)?,
             sync_stats: take(ebpf, names::SYNC_STATS)?,
             names: StdHashMap::new(),
             checks: CheckPorts::new(
@@ -481,7 +483,8 @@ impl Writer {
             service: service_id,
             weight: b.weight,
             family: addr::family(b.addr),
-            _pad: [0; 3],
+            _pad: 0,
+            port: b.port,
             via: b.via.map(addr::to_bytes).unwrap_or_default(),
         };
         let s = self
@@ -530,17 +533,45 @@ impl Writer {
         Ok(())
     }
 
-    /// The interface's own MAC: the XDP program balances only frames sent
-    /// to it (and none before this is written).
-    pub fn write_own_mac(&mut self, mac: [u8; 6]) -> Result<()> {
-        let want = OwnMac {
-            mac,
-            set: 1,
-            _pad: 0,
-        };
+    /// The interfaces the program runs on, the clients' first: their MACs
+    /// (it balances only frames sent to them, and none before this is
+    /// written; one not known yet ends the list there), and each in the
+    /// devmap (a NAT reply leaves by the clients' side).
+    pub fn write_interfaces(
+        &mut self,
+        links: &[Option<crate::agent::neigh::LinkInfo>],
+    ) -> Result<()> {
         let map_err = |e| WriteError::Map(names::OWN_MAC, e);
-        if self.own_mac.get(&0, 0).map_err(map_err)? != want {
-            self.own_mac.set(0, want, 0).map_err(map_err)?;
+        let mut ended = false;
+        for l in links.iter().flatten().filter(|l| l.ifindex != 0) {
+            if self.devmap_ifaces.insert(l.ifindex) {
+                self.devmap.insert(l.ifindex, l.ifindex, None, 0)?;
+            }
+        }
+        for i in 0..lb_common::MAX_INTERFACES {
+            let want = match links.get(i as usize).copied().flatten() {
+                Some(l) if !ended => OwnMac {
+                    mac: l.mac,
+                    set: 1,
+                    _pad: 0,
+                },
+                _ => {
+                    ended = true;
+                    OwnMac::default()
+                }
+            };
+            if self.own_mac.get(&i, 0).map_err(map_err)? != want {
+                self.own_mac.set(i, want, 0).map_err(map_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Full-NAT's sources and ports, and whether any service translates.
+    pub fn write_nat(&mut self, c: &lb_common::nat::NatConfig) -> Result<()> {
+        let map_err = |e| WriteError::Map(names::NAT_CONFIG, e);
+        if self.nat_config.get(&0, 0).map_err(map_err)? != *c {
+            self.nat_config.set(0, c, 0).map_err(map_err)?;
         }
         Ok(())
     }

@@ -77,6 +77,7 @@ fn packets_and_tables() -> Result<()> {
     let mut h = Harness::new(sizes)?;
     let backends: Vec<DesiredBackend> = (0..10)
         .map(|i| DesiredBackend {
+            port: 0,
             addr: format!("198.51.100.{}", 11 + i).parse().unwrap(),
             weight: 1 + i % 3,
             ifindex: 1,
@@ -214,6 +215,7 @@ fn tunnels(h: &mut Harness, dr: &[DesiredBackend]) -> Result<()> {
         dr.iter()
             .enumerate()
             .map(|(i, b)| DesiredBackend {
+                port: 0,
                 addr: if v6 {
                     format!("2001:db8:2::{:x}", 0x11 + i)
                 } else {
