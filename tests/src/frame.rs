@@ -32,6 +32,8 @@ pub struct Frame {
     pub tos: u8,
     /// TTL / hop limit.
     pub ttl: u8,
+    /// Fill in the TCP/UDP checksum (left 0 otherwise).
+    pub l4_check: bool,
 }
 
 impl Frame {
@@ -50,6 +52,7 @@ impl Frame {
             payload: Vec::new(),
             tos: 0,
             ttl: 64,
+            l4_check: false,
         }
     }
 
@@ -112,7 +115,13 @@ impl Frame {
             }
             _ => panic!("source and destination of different families"),
         }
+        let at = f.len();
         f.extend_from_slice(&l4);
+        if self.l4_check && matches!(self.proto, TCP | UDP) {
+            let c = l4_checksum(self.src, self.dst, self.proto, &f[at..]);
+            let off = at + if self.proto == TCP { 16 } else { 6 };
+            f[off..off + 2].copy_from_slice(&c.to_be_bytes());
+        }
         f
     }
 
@@ -148,6 +157,32 @@ pub fn arp_request() -> Vec<u8> {
     f.extend_from_slice(&CLIENT_MAC);
     f.extend_from_slice(&[198, 51, 100, 2, 0, 0, 0, 0, 0, 0, 203, 0, 113, 10]);
     f
+}
+
+/// A TCP, UDP or ICMPv6 checksum over `seg` (its checksum field 0) with
+/// the pseudo-header of `src`, `dst`; a UDP result of 0 is sent as 0xffff.
+pub fn l4_checksum(src: IpAddr, dst: IpAddr, proto: u8, seg: &[u8]) -> u16 {
+    let mut pseudo = Vec::new();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, proto]);
+            pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&(seg.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, proto]);
+        }
+        _ => panic!("mixed families"),
+    }
+    pseudo.extend_from_slice(seg);
+    match checksum(&pseudo, 0) {
+        0 if proto == UDP => 0xffff,
+        c => c,
+    }
 }
 
 /// The RFC 1071 Internet checksum.
