@@ -443,3 +443,65 @@ fn icmp_errors_are_translated_both_ways() {
     let echo = icmp_error("192.0.2.7", "203.0.113.20", 8, 0, [0, 1, 0, 1], b"ping");
     assert_eq!(run(&echo), (XDP_PASS, echo.clone()), "not an error: passed");
 }
+
+#[test]
+fn idle_connections_expire_by_their_timeout_and_come_back() {
+    use lb_user::agent::nat_sweep::{now_ns, sweep};
+    if !require::root("idle_connections_expire_by_their_timeout_and_come_back") {
+        return;
+    }
+    let n = net();
+    let _in = Entered::new(&n.ns.name).expect("enter");
+    let h = harness();
+    let up0 = ifindex("up0");
+    let run = |f: &Frame| {
+        h.run_on(lb_common::names::PROG_LB, &checked(f.clone()).build(), up0)
+            .expect("run")
+    };
+    // Three connections: TCP open, TCP closing (the client sent FIN), UDP.
+    run(&Frame::tcp("192.0.2.7", 40000, "203.0.113.20", 80));
+    run(&Frame::tcp("192.0.2.7", 40001, "203.0.113.20", 80));
+    run(&Frame {
+        tcp_flags: 0x11, // FIN, ACK
+        ..Frame::tcp("192.0.2.7", 40001, "203.0.113.20", 80)
+    });
+    run(&Frame::udp("192.0.2.7", 5000, "203.0.113.20", 53));
+    let pin = lb_user::maps::loader::layout_dir(h.pin_dir()).join(lb_common::names::NAT);
+    let data = aya::maps::MapData::from_pin(&pin).expect("NAT pinned");
+    let mut map: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::nat::NatEntry> =
+        aya::maps::Map::from_map_data(data)
+            .expect("map")
+            .try_into()
+            .expect("hash map");
+    let cfg = NatCfg::default();
+    let mut cursor = None;
+    let now = now_ns();
+    let count = |m: &aya::maps::HashMap<_, _, _>| m.keys().count();
+    assert_eq!(count(&map), 3);
+    assert_eq!(
+        sweep(&mut map, &cfg, &mut cursor, 100, now),
+        (3, 0),
+        "none idle yet"
+    );
+    // 200 s later: past TCP closing's 120 s only.
+    let s = |secs: u64| now + secs * 1_000_000_000;
+    assert_eq!(sweep(&mut map, &cfg, &mut cursor, 100, s(200)).1, 1);
+    // 400 s: UDP's 300 s too; 1000 s: TCP's 900 s.
+    assert_eq!(sweep(&mut map, &cfg, &mut cursor, 100, s(400)).1, 1);
+    // A bounded round: one entry looked at, the next round goes on.
+    assert_eq!(sweep(&mut map, &cfg, &mut cursor, 1, s(1000)), (1, 1));
+    assert_eq!(count(&map), 0);
+    // The backend's reply to an expired connection passes untouched...
+    let reply = checked(Frame {
+        tcp_flags: ACK,
+        ..Frame::tcp("198.51.100.140", 8080, "192.0.2.7", 40000)
+    });
+    assert_eq!(run(&reply).0, XDP_PASS);
+    // ...until the client's next packet, which the flow table still maps,
+    // brings the way back again.
+    run(&Frame {
+        tcp_flags: ACK,
+        ..Frame::tcp("192.0.2.7", 40000, "203.0.113.20", 80)
+    });
+    assert_eq!(run(&reply).0, XDP_TX);
+}

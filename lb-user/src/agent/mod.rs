@@ -7,6 +7,7 @@
 pub mod adopt;
 pub mod board;
 pub mod check_path;
+pub mod nat_sweep;
 pub mod neigh;
 mod sync;
 mod systemd;
@@ -193,6 +194,13 @@ async fn start_data_plane(
         &loader::layout_dir(&cfg.agent.pin_dir),
         cfg.sync.as_ref(),
     )?;
+    let nat = bpf
+        .take_map(lb_common::names::NAT)
+        .context("NAT missing from the object")?;
+    let nat_sweep = nat_sweep::Sweeper::start(
+        aya::maps::HashMap::try_from(nat).context("NAT")?,
+        cfg.agent.nat.clone(),
+    );
     // The programs stay attached through their links.
     drop(bpf);
     let mut checks = Supervisor::new(reports);
@@ -203,6 +211,7 @@ async fn start_data_plane(
         cfg,
         _check_path: check_path,
         flow_sync,
+        _nat_sweep: nat_sweep,
         held_masters: Vec::new(),
         dp,
         net,
@@ -372,6 +381,8 @@ struct Agent {
     _check_path: Option<check_path::CheckPathHandle>,
     /// Flow events of the data plane, and the link to the sync peers.
     flow_sync: sync::FlowSync,
+    /// Expires idle NAT connections (stops when dropped).
+    _nat_sweep: nat_sweep::Sweeper,
     /// VRRP masterships waiting for the peers' flow dumps.
     held_masters: Vec<(u32, Option<tokio::sync::oneshot::Sender<()>>)>,
     board: Board,

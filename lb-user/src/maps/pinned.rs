@@ -37,6 +37,7 @@ pub struct Pinned {
     agent_stats: Option<Array<MapData, AgentStats>>,
     active: Option<Array<MapData, u64>>,
     sync: Option<Array<MapData, lb_common::sync::SyncPeerStats>>,
+    nat: Option<HashMap<MapData, FlowKey, lb_common::nat::NatEntry>>,
 }
 
 fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &'static str) -> Result<T> {
@@ -79,6 +80,7 @@ impl Pinned {
             agent_stats: open(dir, names::AGENT_STATS).ok(),
             active: open(dir, names::ACTIVE).ok(),
             sync: open(dir, names::SYNC_STATS).ok(),
+            nat: open(dir, names::NAT).ok(),
         })
     }
 
@@ -132,6 +134,17 @@ impl Pinned {
             .take(limit)
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| PinnedError::Map(names::FLOWS, e))
+    }
+
+    /// NAT connections' reverse entries: (reply key, entry), at most `limit`.
+    pub fn nat(&self, limit: usize) -> Result<Vec<(FlowKey, lb_common::nat::NatEntry)>> {
+        let Some(m) = &self.nat else {
+            return Ok(Vec::new());
+        };
+        m.iter()
+            .take(limit)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| PinnedError::Map(names::NAT, e))
     }
 
     /// Entries in the flow table now (a walk of every key).

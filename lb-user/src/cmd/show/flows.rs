@@ -18,9 +18,28 @@ pub struct FlowRow {
     pub backend_id: u32,
 }
 
+/// A NAT connection's way back: what the backend's replies look like and
+/// what they become.
+#[derive(Serialize)]
+pub struct NatRow {
+    pub proto: &'static str,
+    /// The reply as the backend sends it: backend:port -> client (NAT) or
+    /// our source address and port (full-NAT).
+    pub reply_from: String,
+    pub reply_to: String,
+    /// What it becomes: VIP:port -> client.
+    pub vip: String,
+    pub client: String,
+    pub closing: bool,
+    /// Seconds since the connection's last packet.
+    pub idle_s: u64,
+}
+
 #[derive(Serialize)]
 pub struct Flows {
     pub flows: Vec<FlowRow>,
+    /// NAT and full-NAT connections, the reply direction.
+    pub nat: Vec<NatRow>,
     /// The listing stopped at this many.
     #[serde(skip)]
     limit: usize,
@@ -43,7 +62,47 @@ impl Flows {
                 backend_id: v.backend,
             })
             .collect();
-        Ok(Flows { flows, limit })
+        let now = crate::agent::nat_sweep::now_ns();
+        let mut nat: Vec<NatRow> = p
+            .nat(limit)?
+            .iter()
+            .map(|(k, e)| NatRow {
+                proto: addr::proto_name(k.proto),
+                reply_from: addr::socket(addr::from_bytes(&k.src, k.family), k.sport),
+                reply_to: addr::socket(addr::from_bytes(&k.dst, k.family), k.dport),
+                vip: addr::socket(addr::from_bytes(&e.src, k.family), e.sport),
+                client: addr::socket(addr::from_bytes(&e.dst, k.family), e.dport),
+                closing: e.flags & lb_common::nat::NAT_CLOSING != 0,
+                idle_s: now.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+            })
+            .collect();
+        nat.sort_by(|a, b| (&a.vip, &a.client).cmp(&(&b.vip, &b.client)));
+        Ok(Flows { flows, nat, limit })
+    }
+}
+
+impl Row for NatRow {
+    const COLS: &'static [Col] = &[
+        left("Prot", 5),
+        left("Reply from", 28),
+        left("Reply to", 44),
+        left("Becomes from", 28),
+        left("Becomes to", 44),
+        left("State", 0),
+    ];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.proto.to_uppercase(),
+            self.reply_from.clone(),
+            self.reply_to.clone(),
+            self.vip.clone(),
+            self.client.clone(),
+            format!(
+                "{} idle {}s",
+                if self.closing { "closing" } else { "open" },
+                self.idle_s
+            ),
+        ]
     }
 }
 
@@ -67,6 +126,10 @@ impl Row for FlowRow {
 impl View for Flows {
     fn text(&self) -> String {
         let mut s = render::text(&self.flows);
+        if !self.nat.is_empty() {
+            s.push_str("\nNAT connections, the way back:\n");
+            s.push_str(&render::text(&self.nat));
+        }
         if self.flows.len() == self.limit {
             s.push_str(&format!(
                 "(first {} flows; --limit N for more)\n",
