@@ -13,7 +13,8 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
 use lb_common::{
-    FLOW_CLOSING, FlowKey, FlowValue, names,
+    Backend, FLOW_CLOSING, FlowKey, FlowValue, Forward, ServiceMeta, names,
+    nat::NatConfig,
     sync::{FLOW_CLOSED, FLOW_OPENED, FlowEvent},
 };
 use tokio::{io::unix::AsyncFd, sync::mpsc};
@@ -47,6 +48,8 @@ const DUMP_WAIT: Duration = Duration::from_secs(1);
 struct Link {
     tx: mpsc::Sender<Outgoing>,
     rx: mpsc::Receiver<Incoming>,
+    /// NAT's way back, for a peer's NAT flows.
+    nat: Option<HashMap<MapData, FlowKey, lb_common::nat::NatEntry>>,
     flows: HashMap<MapData, FlowKey, FlowValue>,
     active: Array<MapData, u64>,
     /// Received flows naming a service or backend this node lacks.
@@ -74,6 +77,7 @@ impl FlowSync {
                 };
                 let flows = HashMap::try_from(Map::LruHashMap(open(names::FLOWS)?))?;
                 let active = Array::try_from(Map::Array(open(names::ACTIVE)?))?;
+                let nat = HashMap::try_from(Map::LruHashMap(open(names::NAT)?)).ok();
                 let (out_tx, out_rx) = mpsc::channel(QUEUE);
                 let (in_tx, in_rx) = mpsc::channel(QUEUE);
                 let task = Sync::new(cfg)?;
@@ -84,6 +88,7 @@ impl FlowSync {
                     rx: in_rx,
                     flows,
                     active,
+                    nat,
                     skipped: StdHashMap::new(),
                 })
             }
@@ -153,7 +158,7 @@ impl Agent {
                     .filter_map(|e| {
                         let (service, sid, addr) = names.get(&e.backend)?;
                         // A flow of a service removed since is not synced.
-                        (*sid == e.service).then(|| entry(e.key, *service, *addr, e.kind))
+                        (*sid == e.service).then(|| entry(e.key, *service, *addr, e.kind, e.nat))
                     })
                     .collect();
                 if !entries.is_empty() && link.tx.try_send(Outgoing::Flows(entries)).is_err() {
@@ -162,14 +167,12 @@ impl Agent {
             }
             SyncEvent::Peer(Incoming::Flows { from, entries }) => {
                 let dp = &self.dp;
+                let nat = self.cfg.agent.nat.record(true);
                 let mut skipped = 0;
                 tokio::task::block_in_place(|| {
                     for e in &entries {
-                        let ids = dp
-                            .service_id(&e.service)
-                            .zip(dp.backend_id(&e.service, e.backend_addr()));
-                        match ids {
-                            Some((service, backend)) => link.write(e, service, backend),
+                        match dp.service_backend(&e.service, e.backend_addr()) {
+                            Some((meta, id, b)) => link.write(e, &meta, id, &b, &nat),
                             None => skipped += 1,
                         }
                     }
@@ -190,7 +193,8 @@ impl Agent {
                         .filter(|(_, v)| v.flags & FLOW_CLOSING == 0)
                         .filter_map(|(k, v)| {
                             let (service, sid, addr) = names.get(&v.backend)?;
-                            (*sid == v.service).then(|| entry(k, *service, *addr, FLOW_OPENED))
+                            (*sid == v.service)
+                                .then(|| entry(k, *service, *addr, FLOW_OPENED, v.nat))
                         })
                         .collect()
                 });
@@ -213,23 +217,31 @@ impl Agent {
     }
 }
 
-fn entry(flow: FlowKey, service: lb_common::ServiceKey, backend: IpAddr, kind: u8) -> Entry {
+fn entry(
+    flow: FlowKey,
+    service: lb_common::ServiceKey,
+    backend: IpAddr,
+    kind: u8,
+    nat: u32,
+) -> Entry {
     Entry {
         flow,
         service,
         backend: crate::addr::to_bytes(backend),
         backend_family: crate::addr::family(backend),
         kind,
-        _pad: [0; 2],
+        snat_port: lb_common::nat::snat_unpack(nat).1,
     }
 }
 
 impl Link {
-    /// A peer's flow into this node's table, with its active count.
-    fn write(&mut self, e: &Entry, service: u32, backend: u32) {
+    /// A peer's flow into this node's table, with its active count (and,
+    /// for NAT, its way back).
+    fn write(&mut self, e: &Entry, meta: &ServiceMeta, backend: u32, b: &Backend, nat: &NatConfig) {
+        let service = meta.id;
         let old = self.flows.get(&e.flow, 0).ok();
         let open = |v: &FlowValue| v.flags & FLOW_CLOSING == 0;
-        let value = FlowValue {
+        let mut value = FlowValue {
             backend,
             service,
             flags: if e.kind == FLOW_CLOSED {
@@ -239,6 +251,9 @@ impl Link {
             },
             ..Default::default()
         };
+        if Forward::from_id(meta.forward).is_some_and(|f| f.nat()) {
+            value.nat = self.write_nat(e, meta, backend, b, nat);
+        }
         if old == Some(value) {
             return;
         }
@@ -256,6 +271,44 @@ impl Link {
         if open(&value) {
             self.add_active(backend, 1);
         }
+    }
+
+    /// The reverse entry of a peer's NAT flow, as this node's program would
+    /// make it; full-NAT's `nat` (source index from the flow hash, the
+    /// peer's port).
+    fn write_nat(
+        &mut self,
+        e: &Entry,
+        meta: &ServiceMeta,
+        backend: u32,
+        b: &Backend,
+        nat: &NatConfig,
+    ) -> u32 {
+        use lb_common::nat::{NAT_CLOSING, forward_rewrite, reply_entry, reply_key, snat_pack};
+        let Some(map) = &mut self.nat else {
+            return 0;
+        };
+        let v6 = e.flow.family == lb_common::FAMILY_V6;
+        let (mut packed, mut snat) = (0, None);
+        if meta.forward == lb_common::FORWARD_FULLNAT {
+            let count = nat.count(v6);
+            if count == 0 || e.snat_port == 0 {
+                return 0;
+            }
+            let idx = lb_common::flow_hash(&e.flow, lb_common::HASH_5TUPLE) % count;
+            let Some(src) = nat.snat(v6, idx) else {
+                return 0;
+            };
+            packed = snat_pack(idx, e.snat_port);
+            snat = Some((src, e.snat_port));
+        }
+        let to = forward_rewrite(&e.flow, &b.addr, b.port, snat);
+        let mut r = reply_entry(&e.flow, backend, meta.id, super::nat_sweep::now_ns());
+        if e.kind == FLOW_CLOSED {
+            r.flags = NAT_CLOSING;
+        }
+        let _ = map.insert(reply_key(&to, e.flow.proto, e.flow.family), r, 0);
+        packed
     }
 
     /// ACTIVE from user space: the data plane adds atomically on its own

@@ -234,6 +234,17 @@ impl Writer {
         self.services.get(service).map(|s| s.meta.id)
     }
 
+    /// A service's meta and one of its backends' (id, entry), as written.
+    pub fn service_backend(
+        &self,
+        service: &ServiceKey,
+        backend: IpAddr,
+    ) -> Option<(ServiceMeta, u32, Backend)> {
+        let s = self.services.get(service)?;
+        let (id, b) = s.backends.get(&backend)?;
+        Some((s.meta, *id, *b))
+    }
+
     fn adopt(&mut self) -> Result<()> {
         let mut by_id: BTreeMap<u32, ServiceKey> = BTreeMap::new();
         for item in self.services_map.iter() {

@@ -6,7 +6,8 @@
 //!   count u16, sequence u32, sent (unix µs) u64, oldest wait (µs) u32
 //! count entries (80 bytes each)
 //!   flow key (40: the map's FlowKey), service key (20: the map's
-//!   ServiceKey), backend address (16), backend family, event kind, 2 pad
+//!   ServiceKey), backend address (16), backend family, event kind,
+//!   full-NAT source port (u16, native order as the map's; 0 otherwise)
 //! HMAC-SHA256 of all of the above (32 bytes) when a key is configured
 //! ```
 //!
@@ -44,7 +45,9 @@ pub struct Entry {
     pub backend_family: u8,
     /// FLOW_OPENED or FLOW_CLOSED.
     pub kind: u8,
-    pub _pad: [u8; 2],
+    /// Full-NAT: the flow's source port (its address is the flow hash's
+    /// pick of `snat_addresses`, which every node configures alike).
+    pub snat_port: u16,
 }
 
 const _: () = assert!(size_of::<Entry>() == ENTRY);
