@@ -19,8 +19,10 @@ pub const DEFAULT_TCP_TIMEOUT: u32 = 900;
 pub const DEFAULT_TCP_FIN_TIMEOUT: u32 = 120;
 pub const DEFAULT_UDP_TIMEOUT: u32 = 300;
 
-/// Full-NAT's default source port range.
-pub const DEFAULT_SNAT_PORTS: (u16, u16) = (10_000, 65_535);
+/// Full-NAT's default source port range: below Linux's ephemeral ports
+/// (32768-60999, the host's own connections and health checks) and the
+/// dataplane check ports (61000 up), which share the source addresses.
+pub const DEFAULT_SNAT_PORTS: (u16, u16) = (10_000, 32_767);
 
 /// Ports a new full-NAT connection tries before it is dropped (counted).
 pub const SNAT_PROBES: u32 = 16;

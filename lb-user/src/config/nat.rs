@@ -144,7 +144,7 @@ impl Validator<'_> {
             _ => Err(self.err(
                 r.span(),
                 format!("bad snat_ports {:?}", r.get_ref()),
-                "a range \"LOW-HIGH\" within 1024-65535, like \"10000-65535\" (keep it apart from the host's own ephemeral ports)",
+                "a range \"LOW-HIGH\" within 1024-65535, like \"10000-32767\" (apart from the host's own ephemeral ports, 32768-60999)",
             )),
         }
     }

@@ -9,6 +9,8 @@
 //! request) says otherwise: a status code such as `500`, `hang` (accept, read,
 //! never answer), or `sick` (200 with a body lacking "healthy"). `slow N`
 //! delays every answer (health and normal) by N milliseconds.
+//!
+//! Each listening address also answers UDP: any datagram gets the name back.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -43,6 +45,14 @@ fn main() {
         let name = name.clone();
         let control = control.clone();
         eprintln!("lab-http {name}: listening on {addr}");
+        let udp = udp_on(&addr);
+        let udp_name = name.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((_, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(udp_name.as_bytes(), from);
+            }
+        });
         handles.push(thread::spawn(move || {
             for conn in l.incoming().flatten() {
                 let name = name.clone();
@@ -68,6 +78,19 @@ fn listen_on(addr: &str) -> TcpListener {
     s.bind(&sa.into())
         .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     s.listen(1024).expect("listen");
+    s.into()
+}
+
+/// A UDP socket on `addr` (an IPv6 wildcard only for IPv6, as for TCP).
+fn udp_on(addr: &str) -> std::net::UdpSocket {
+    use socket2::{Domain, Socket, Type};
+    let sa: std::net::SocketAddr = addr.parse().expect("ADDR:PORT");
+    let s = Socket::new(Domain::for_address(sa), Type::DGRAM, None).expect("socket");
+    if sa.is_ipv6() {
+        s.set_only_v6(true).expect("IPV6_V6ONLY");
+    }
+    s.bind(&sa.into())
+        .unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
     s.into()
 }
 

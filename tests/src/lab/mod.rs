@@ -32,6 +32,9 @@ pub const ROUTER4: &str = "198.51.100.1";
 pub const ROUTER6: &str = "2001:db8:1::1";
 pub const BACKEND_NET4: &str = "198.51.100.128/25";
 pub const BACKEND_NET6: &str = "2001:db8:2::/64";
+/// The backends' gateway in a NAT lab (the router's address in a routed one).
+pub const NAT_GW4: &str = "198.51.100.129";
+pub const NAT_GW6: &str = "2001:db8:2::1";
 
 /// The lab's IPv4 VIP, port 80: where clients connect.
 pub fn vip() -> std::net::SocketAddr {
@@ -61,6 +64,10 @@ pub struct LabSpec {
     /// (for tunnels), and are not set up as real servers: the test runs
     /// `lb realserver up` there.
     pub routed: bool,
+    /// NAT: the backends sit on a second bridge behind the balancers (their
+    /// eth1, the backends' default gateway); the backends also listen on
+    /// port 8080 and need no VIP.
+    pub nat: bool,
 }
 
 impl Default for LabSpec {
@@ -76,6 +83,7 @@ impl Default for LabSpec {
             backends: vec![b(1, 1), b(2, 1), b(3, 2)],
             vrrp: false,
             routed: false,
+            nat: false,
         }
     }
 }
@@ -115,7 +123,7 @@ impl Lab {
 
     /// Backend `b`'s IPv4 address: on the LAN, or behind the router.
     pub fn backend_addr(&self, b: &BackendSpec) -> String {
-        if self.spec.routed {
+        if self.spec.routed || self.spec.nat {
             format!("{LAN4}.{}", 128 + b.host)
         } else {
             format!("{LAN4}.{}", b.host)
@@ -124,7 +132,7 @@ impl Lab {
 
     /// Backend `b`'s IPv6 address.
     pub fn backend_addr6(&self, b: &BackendSpec) -> String {
-        if self.spec.routed {
+        if self.spec.routed || self.spec.nat {
             format!("2001:db8:2::{:x}", b.host)
         } else {
             format!("{LAN6}::{:x}", b.host)

@@ -24,9 +24,11 @@ impl Lab {
             "0.0.0.0:80",
             "--listen",
             "[::]:80",
-        ])
-        .arg("--control")
-        .arg(self.health_file(name));
+        ]);
+        if self.spec.nat {
+            cmd.args(["--listen", "0.0.0.0:8080", "--listen", "[::]:8080"]);
+        }
+        cmd.arg("--control").arg(self.health_file(name));
         self.spawn(name, name, cmd)
     }
 

@@ -4,7 +4,9 @@
 
 use anyhow::Result;
 
-use super::{BACKEND_NET4, BACKEND_NET6, LAN4, LAN6, Lab, ROUTER4, ROUTER6, VIP4, VIP6};
+use super::{
+    BACKEND_NET4, BACKEND_NET6, LAN4, LAN6, Lab, NAT_GW4, NAT_GW6, ROUTER4, ROUTER6, VIP4, VIP6,
+};
 use crate::netns::{self, ip, sysctl};
 
 impl Lab {
@@ -27,7 +29,17 @@ impl Lab {
             self.attach_pass(&format!("lb{n}"))?;
         }
         let backends = self.spec.backends.clone();
-        if self.spec.routed {
+        if self.spec.nat {
+            let sw = self.ns("sw");
+            ip(&sw, "link add br1 type bridge")?;
+            ip(&sw, "link set br1 up")?;
+            for n in 1..=self.spec.balancers {
+                self.inside(n)?;
+            }
+            for b in &backends {
+                self.routed_backend(&b.name, b)?;
+            }
+        } else if self.spec.routed {
             self.router()?;
             for n in 1..=self.spec.balancers {
                 let ns = self.ns(&format!("lb{n}"));
@@ -96,6 +108,33 @@ impl Lab {
         for dev in ["all", "default", "eth0", "eth1"] {
             sysctl(&r, &format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
         }
+        Ok(())
+    }
+
+    /// NAT: balancer `n`'s eth1 on the backends' bridge. Without VRRP, lb1
+    /// holds the backends' gateway address there; with it, each balancer
+    /// has its own and VRRP moves the gateway.
+    fn inside(&self, n: u8) -> Result<()> {
+        let (ns, sw) = (self.ns(&format!("lb{n}")), self.ns("sw"));
+        let port = format!("lb{n}i");
+        ip(
+            &ns,
+            &format!("link add eth1 type veth peer name {port} netns {sw}"),
+        )?;
+        ip(&sw, &format!("link set {port} master br1 up"))?;
+        if self.spec.vrrp {
+            ip(&ns, &format!("addr add 198.51.100.{}/25 dev eth1", 250 + n))?;
+            ip(
+                &ns,
+                &format!("addr add 2001:db8:2::{:x}/64 dev eth1 nodad", 0xf0 + n),
+            )?;
+        } else {
+            ip(&ns, &format!("addr add {NAT_GW4}/25 dev eth1"))?;
+            ip(&ns, &format!("addr add {NAT_GW6}/64 dev eth1 nodad"))?;
+        }
+        ip(&ns, "link set eth1 up")?;
+        // Redirected frames leave by eth1: its peer must run XDP too.
+        self.attach_pass(&port)?;
         Ok(())
     }
 

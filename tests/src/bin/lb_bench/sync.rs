@@ -69,7 +69,7 @@ fn entry(i: u32, born_us: u64) -> Entry {
         backend,
         backend_family: 4,
         kind: FLOW_OPENED,
-        _pad: [0; 2],
+        snat_port: 0,
     }
 }
 

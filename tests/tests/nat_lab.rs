@@ -1,0 +1,258 @@
+//! NAT and full-NAT end to end, LVS-NAT's topology: the client on the
+//! outside LAN, the balancer with a second interface on the backends'
+//! bridge, three backends listening on port 8080 while the VIP is port 80.
+//! NAT: the backends' default route is the balancer (their gateway).
+//! Full-NAT: the backends have no route to the client's subnet at all.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    path::PathBuf,
+    time::Duration,
+};
+
+use lb_tests::{
+    held::Held,
+    http::{self, Conn},
+    lab::{self, Lab, LabSpec, NAT_GW4, NAT_GW6, VIP4, VIP6, lb_show},
+    netns, require,
+};
+
+const CLIENT4: &str = "198.51.100.2";
+const CLIENT6: &str = "2001:db8:1::2";
+const CHECK: &str = r#"check = { kind = "http", path = "/healthz", interval = "200ms", timeout = "150ms", retries = 1, retry_delay = "100ms", rise = 1 }"#;
+
+struct Setup {
+    lab: Lab,
+    cfg: PathBuf,
+}
+
+/// NAT services of `forward` on both VIPs (TCP 80) and the IPv4 VIP's UDP
+/// 53, every backend on port 8080, leaving out `skip`.
+fn services(lab: &Lab, forward: &str, skip: &[&str]) -> String {
+    let mut s = String::new();
+    for (vip, port, proto, check) in [
+        (VIP4, 80, "tcp", CHECK),
+        (VIP6, 80, "tcp", CHECK),
+        (VIP4, 53, "udp", ""),
+    ] {
+        let _ = writeln!(
+            s,
+            "[[service]]\nvip = \"{vip}\"\nport = {port}\nprotocol = \"{proto}\"\nforward = \"{forward}\"\n{check}\nbackends = ["
+        );
+        for b in lab
+            .spec
+            .backends
+            .iter()
+            .filter(|b| !skip.contains(&b.name.as_str()))
+        {
+            let a = if vip == VIP4 {
+                lab.backend_addr(b)
+            } else {
+                lab.backend_addr6(b)
+            };
+            let _ = writeln!(
+                s,
+                "  {{ address = \"{a}\", weight = {}, port = 8080 }},",
+                b.weight
+            );
+        }
+        s.push_str("]\n\n");
+    }
+    s
+}
+
+fn agent(fullnat: bool) -> String {
+    let mut a = "backend_interface = \"eth1\"\n".to_string();
+    if fullnat {
+        let _ = writeln!(a, "snat_addresses = [\"{NAT_GW4}\", \"{NAT_GW6}\"]");
+    }
+    a
+}
+
+fn setup(forward: &str) -> Setup {
+    let spec = LabSpec {
+        nat: true,
+        ..LabSpec::default()
+    };
+    let mut lab = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    if forward == "fullnat" {
+        // Full-NAT's point: the backends know no way to the clients.
+        for b in lab.spec.backends.clone() {
+            let ns = lab.ns(&b.name);
+            netns::ip(&ns, "route del default").unwrap();
+            netns::ip(&ns, "-6 route del default").unwrap();
+        }
+    }
+    let cfg = lab
+        .write_config_with(
+            "lb1",
+            &agent(forward == "fullnat"),
+            &services(&lab, forward, &[]),
+        )
+        .unwrap();
+    lab.start_agent_as("lb1", "lb1", &lab::bin("LB_BIN", "lb").unwrap(), &cfg, &[])
+        .unwrap();
+    let served = http::get_until(&lab.ns("c"), vip(false), Duration::from_secs(20), |_| true);
+    if let Err(e) = served {
+        panic!("{forward}: VIP not served: {e}\n{}", lab.log("lb1"));
+    }
+    for v6 in [false, true] {
+        let svc = format!("{}/tcp", vip(v6));
+        let svc = lb_user::addr::service_name(&lb_user::addr::parse_service_name(&svc).unwrap());
+        for b in lab.spec.backends.clone() {
+            let a = if v6 {
+                lab.backend_addr6(&b)
+            } else {
+                lab.backend_addr(&b)
+            };
+            if let Err(e) = lab.wait_backend("lb1", &svc, &a, "up", Duration::from_secs(15)) {
+                panic!("{forward}: {a} not up: {e:#}\n{}", lab.log("lb1"));
+            }
+        }
+    }
+    Setup { lab, cfg }
+}
+
+fn vip(v6: bool) -> SocketAddr {
+    let a: IpAddr = if v6 { VIP6 } else { VIP4 }.parse().unwrap();
+    SocketAddr::new(a, 80)
+}
+
+/// `n` GETs on new connections from fixed source ports: backend -> count.
+fn spread(s: &Setup, v6: bool, n: u16, port0: u16) -> BTreeMap<String, u32> {
+    let client: IpAddr = if v6 { CLIENT6 } else { CLIENT4 }.parse().unwrap();
+    let vip = vip(v6);
+    netns::in_ns(&s.lab.ns("c"), move || {
+        let mut counts = BTreeMap::new();
+        for i in 0..n {
+            let local = SocketAddr::new(client, port0 + i);
+            let name = Conn::open_from(vip, Some(local))
+                .and_then(|mut c| c.get())
+                .unwrap_or_else(|e| format!("error: {e}"));
+            *counts.entry(name).or_insert(0) += 1;
+        }
+        counts
+    })
+    .unwrap()
+}
+
+fn assert_weights(s: &Setup, what: &str, counts: &BTreeMap<String, u32>, n: u32) {
+    for (b, want) in [("b1", 25.0), ("b2", 25.0), ("b3", 50.0)] {
+        let share = 100.0 * *counts.get(b).unwrap_or(&0) as f64 / n as f64;
+        assert!(
+            (share - want).abs() <= 5.0,
+            "{what}: {b} got {share:.1}% of {n} new connections, want {want}% +-5 ({counts:?})\n{}",
+            s.lab.log("lb1")
+        );
+    }
+    println!("{what}: {n} new connections: {counts:?}");
+}
+
+/// One UDP request to the VIP's port 53: the backend's name.
+fn udp_ask(s: &Setup, sport: u16) -> String {
+    netns::in_ns(&s.lab.ns("c"), move || -> anyhow::Result<String> {
+        let sock = UdpSocket::bind(SocketAddr::new(CLIENT4.parse()?, sport))?;
+        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let to = SocketAddr::new(VIP4.parse()?, 53);
+        let mut buf = [0u8; 64];
+        // A datagram may meet an unresolved neighbour: ask a few times.
+        for _ in 0..3 {
+            sock.send_to(b"who", to)?;
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                anyhow::ensure!(from == to, "answered from {from}, not the VIP");
+                return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        anyhow::bail!("no answer")
+    })
+    .unwrap()
+    .unwrap_or_else(|e| format!("error: {e}"))
+}
+
+#[test]
+fn nat_serves_by_weight_keeps_held_connections_and_answers_udp() {
+    if !require::root("nat_serves_by_weight_keeps_held_connections_and_answers_udp") {
+        return;
+    }
+    let s = setup("nat");
+    let counts = spread(&s, false, 300, 10000);
+    assert_weights(&s, "nat v4", &counts, 300);
+    let counts = spread(&s, true, 300, 10000);
+    assert_weights(&s, "nat v6", &counts, 300);
+
+    // UDP request and response through the NAT, several client ports.
+    let mut udp = BTreeMap::new();
+    for p in 0..30 {
+        *udp.entry(udp_ask(&s, 20000 + p)).or_insert(0) += 1;
+    }
+    assert!(
+        udp.keys().all(|k| k.starts_with('b')),
+        "every datagram answered by a backend, from the VIP: {udp:?}\n{}",
+        s.lab.log("lb1")
+    );
+    println!("nat udp: {udp:?}");
+
+    // Held connections, then a reload that removes b1: every connection
+    // on another backend goes on, on its backend.
+    let mut held = Held::open(&s.lab.ns("c"), vip(false), 12).unwrap();
+    let on_b1 = held.first.iter().filter(|b| *b == "b1").count();
+    assert!(on_b1 < 12, "some held connection is on another backend");
+    std::fs::write(&s.cfg, {
+        let text = std::fs::read_to_string(&s.cfg).unwrap();
+        let cut = text.find("[[service]]").unwrap();
+        format!("{}{}", &text[..cut], services(&s.lab, "nat", &["b1"]))
+    })
+    .unwrap();
+    s.lab.signal("lb1", libc::SIGHUP).unwrap();
+    s.lab
+        .wait_log("lb1", "config reloaded", Duration::from_secs(10))
+        .unwrap();
+    let (failed, moved, notes) = held.ask();
+    assert!(
+        failed <= on_b1 && moved == 0,
+        "held connections across a reload removing b1 ({on_b1} were on it): {failed} failed, {moved} moved: {notes:?}"
+    );
+    assert!(
+        notes.iter().all(|n| !n.contains("->")),
+        "no connection changed backend: {notes:?}"
+    );
+
+    // Both directions in `lb show flows`.
+    let dir = s.lab.pin_dir("lb1");
+    let flows = lb_show(&["flows", "--pin-dir", dir.to_str().unwrap()]).unwrap();
+    let nat = flows["nat"].as_array().cloned().unwrap_or_default();
+    assert!(
+        nat.iter().any(|r| r["vip"] == "203.0.113.10:80"
+            && r["reply_from"].as_str().unwrap_or("").ends_with(":8080")),
+        "lb show flows lists NAT connections' way back: {flows:#}"
+    );
+}
+
+#[test]
+fn fullnat_serves_backends_with_no_route_to_clients() {
+    if !require::root("fullnat_serves_backends_with_no_route_to_clients") {
+        return;
+    }
+    let s = setup("fullnat");
+    let counts = spread(&s, false, 300, 10000);
+    assert_weights(&s, "fullnat v4", &counts, 300);
+    let counts = spread(&s, true, 120, 10000);
+    assert!(
+        counts.keys().all(|k| k.starts_with('b')),
+        "fullnat v6: every connection served: {counts:?}\n{}",
+        s.lab.log("lb1")
+    );
+    let udp = udp_ask(&s, 20000);
+    assert!(udp.starts_with('b'), "fullnat udp answered: {udp}");
+    // The backends saw the balancer, not the client.
+    let dir = s.lab.pin_dir("lb1");
+    let flows = lb_show(&["flows", "--pin-dir", dir.to_str().unwrap()]).unwrap();
+    let nat = flows["nat"].as_array().cloned().unwrap_or_default();
+    assert!(
+        nat.iter()
+            .any(|r| r["reply_to"].as_str().unwrap_or("").starts_with(NAT_GW4)),
+        "replies go to the balancer's source address: {flows:#}"
+    );
+}
