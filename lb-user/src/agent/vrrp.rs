@@ -64,6 +64,22 @@ pub async fn start(
     agent: AgentTx,
 ) -> Result<Running> {
     let mut stops = Vec::new();
+    // Each sync group's channel, a member's end handed to each instance.
+    let mut groups: std::collections::BTreeMap<&str, Vec<crate::vrrp::group::Link>> =
+        std::collections::BTreeMap::new();
+    for name in cfg.vrrp.iter().filter_map(|v| v.sync_group.as_deref()) {
+        if !groups.contains_key(name) {
+            let n = cfg
+                .vrrp
+                .iter()
+                .filter(|v| v.sync_group.as_deref() == Some(name))
+                .count();
+            // Handed out last first: member i gets link i.
+            let mut links = crate::vrrp::group::Link::group(n);
+            links.reverse();
+            groups.insert(name, links);
+        }
+    }
     for (slot, v) in cfg.vrrp.iter().enumerate() {
         let vips: Vec<IpAddr> = v.held().map(|x| x.addr).collect();
         let link = net
@@ -96,6 +112,11 @@ pub async fn start(
             primary,
             paths,
             resume,
+            group: v
+                .sync_group
+                .as_deref()
+                .and_then(|g| groups.get_mut(g))
+                .and_then(Vec::pop),
         };
         let inst = open_when_ready(setup, net, &agent)
             .await

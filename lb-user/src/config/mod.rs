@@ -268,6 +268,7 @@ impl Validator<'_> {
             }
             vrrp.push(v);
         }
+        self.sync_groups(&raw.vrrp_sync_group, &mut vrrp)?;
         let sync = raw.sync.as_ref().map(|s| self.sync(s)).transpose()?;
         Ok(Config {
             path: self.path.to_path_buf(),

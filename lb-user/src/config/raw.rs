@@ -14,7 +14,17 @@ pub struct RawConfig {
     pub service: Vec<Spanned<RawService>>,
     #[serde(default)]
     pub vrrp: Vec<Spanned<super::vrrp::RawVrrp>>,
+    #[serde(default)]
+    pub vrrp_sync_group: Vec<Spanned<RawSyncGroup>>,
     pub sync: Option<Spanned<super::sync::RawSync>>,
+}
+
+/// keepalived's vrrp_sync_group: instances that change state together.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyncGroup {
+    pub name: Spanned<String>,
+    pub instances: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

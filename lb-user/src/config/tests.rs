@@ -478,3 +478,114 @@ fn a_dataplane_check_of_an_all_ports_service_needs_a_port() {
     let given = all.replace("via = \"dataplane\"", "via = \"dataplane\", port = 80");
     parse(&given).unwrap();
 }
+
+const NAT: &str = r#"
+[agent]
+interface = "eth0"
+backend_interface = "eth1"
+snat_addresses = ["198.51.100.129"]
+snat_ports = "20000-20999"
+nat_udp_timeout = "60s"
+
+[[service]]
+vip = "203.0.113.10"
+port = 80
+forward = "fullnat"
+backends = [ { address = "198.51.100.140", port = 8080 } ]
+
+[[service]]
+vip = "203.0.113.10"
+port = 53
+protocol = "udp"
+forward = "nat"
+backends = [ { address = "198.51.100.141" } ]
+"#;
+
+#[test]
+fn nat_config_parses() {
+    let c = parse(NAT).unwrap();
+    assert_eq!(c.agent.backend_interface.as_deref(), Some("eth1"));
+    assert_eq!(c.agent.interfaces().collect::<Vec<_>>(), ["eth0", "eth1"]);
+    assert_eq!(c.agent.nat.ports, (20000, 20999));
+    assert_eq!(c.agent.nat.udp, Duration::from_secs(60));
+    assert_eq!(c.agent.nat.tcp, Duration::from_secs(900));
+    assert_eq!(c.services[0].forward, Forward::FullNat);
+    assert_eq!(c.services[0].backends[0].port, Some(8080));
+    assert_eq!(c.services[1].backends[0].port, None);
+    let r = c.agent.nat.record(true);
+    assert_eq!((r.n4, r.n6, r.enabled), (1, 0, 1));
+    assert_eq!(r.snat4[0], [198, 51, 100, 129]);
+}
+
+#[test]
+fn nat_mistakes_are_pointed_at() {
+    // A backend port on a service that does not translate.
+    err_at(
+        &GOOD.replace(
+            "{ address = \"198.51.100.12\", weight = 2 }",
+            "{ address = \"198.51.100.12\", port = 8080 }",
+        ),
+        11,
+        39,
+        "port does not apply",
+    );
+    // Full-NAT of a family without a source address.
+    err_at(
+        &NAT.replace(
+            "snat_addresses = [\"198.51.100.129\"]",
+            "snat_addresses = [\"2001:db8:2::1\"]",
+        ),
+        12,
+        11,
+        "needs an IPv4 address in snat_addresses",
+    );
+    err_at(
+        &NAT.replace("20000-20999", "20999-20000"),
+        6,
+        14,
+        "bad snat_ports",
+    );
+    err_at(
+        &NAT.replace("\"60s\"", "\"100ms\""),
+        7,
+        19,
+        "under a second",
+    );
+    err_at(
+        &NAT.replace("port = 8080", "port = 70000"),
+        13,
+        51,
+        "out of range",
+    );
+}
+
+#[test]
+fn sync_groups_name_their_instances() {
+    let vrrp = r#"
+[[vrrp]]
+name = "VI_OUT"
+vrid = 51
+vips = ["203.0.113.10/32"]
+
+[[vrrp]]
+name = "VI_IN"
+interface = "eth1"
+vrid = 52
+vips = ["198.51.100.129/25"]
+
+[[vrrp_sync_group]]
+name = "NAT_PAIR"
+instances = ["VI_OUT", "VI_IN"]
+"#;
+    let c = parse(&format!("{GOOD}{vrrp}")).unwrap();
+    assert!(
+        c.vrrp
+            .iter()
+            .all(|v| v.sync_group.as_deref() == Some("NAT_PAIR"))
+    );
+    let unknown = format!("{GOOD}{}", vrrp.replace("\"VI_IN\"]", "\"VI_X\"]"));
+    err_at(&unknown, 33, 24, "no [[vrrp]] named \"VI_X\"");
+    let twice =
+        format!("{GOOD}{vrrp}\n[[vrrp_sync_group]]\nname = \"OTHER\"\ninstances = [\"VI_IN\"]\n");
+    err_at(&twice, 37, 14, "already in vrrp_sync_group");
+}

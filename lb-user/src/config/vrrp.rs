@@ -133,6 +133,9 @@ pub struct Vrrp {
     pub track_services: Vec<TrackService>,
     pub notify: Option<Vec<String>>,
     pub v3_checksum_as_v2: bool,
+    /// The `[[vrrp_sync_group]]` it belongs to: its members go to FAULT,
+    /// MASTER and BACKUP together.
+    pub sync_group: Option<String>,
 }
 
 impl Vrrp {
@@ -387,6 +390,61 @@ impl Validator<'_> {
             track_services,
             notify: r.notify.as_ref().map(|n| n.get_ref().clone()),
             v3_checksum_as_v2: r.v3_checksum_as_v2.as_ref().is_some_and(|v| *v.get_ref()),
+            sync_group: None,
         })
+    }
+}
+
+impl Validator<'_> {
+    /// Each `[[vrrp_sync_group]]`'s name onto its instances: every named
+    /// instance exists and belongs to one group at most.
+    pub(super) fn sync_groups(
+        &self,
+        groups: &[Spanned<super::raw::RawSyncGroup>],
+        vrrp: &mut [Vrrp],
+    ) -> Result<(), ConfigError> {
+        let mut names = Vec::new();
+        for g in groups {
+            let g = g.get_ref();
+            let name = g.name.get_ref();
+            if names.contains(name) {
+                return Err(self.err(
+                    g.name.span(),
+                    format!("duplicate vrrp_sync_group {name:?}"),
+                    "give each group its own name",
+                ));
+            }
+            names.push(name.clone());
+            if g.instances.is_empty() {
+                return Err(self.err(
+                    g.name.span(),
+                    format!("vrrp_sync_group {name:?} has no instances"),
+                    "list the [[vrrp]] names that change state together, like instances = [\"VI_OUT\", \"VI_IN\"]",
+                ));
+            }
+            for i in &g.instances {
+                let Some(v) = vrrp.iter_mut().find(|v| v.name == *i.get_ref()) else {
+                    return Err(self.err(
+                        i.span(),
+                        format!(
+                            "vrrp_sync_group {name:?}: no [[vrrp]] named {:?}",
+                            i.get_ref()
+                        ),
+                        "name a [[vrrp]] instance of this file",
+                    ));
+                };
+                if let Some(other) = v.sync_group.replace(name.clone()) {
+                    return Err(self.err(
+                        i.span(),
+                        format!(
+                            "VRRP instance {:?} is already in vrrp_sync_group {other:?}",
+                            v.name
+                        ),
+                        "an instance belongs to one sync group at most",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -45,6 +45,8 @@ pub struct Setup {
     pub paths: Vec<(String, u32, IpAddr)>,
     /// Start as master: a restarted agent that was master (`Event::Resume`).
     pub resume: bool,
+    /// Its sync group, if any.
+    pub group: Option<super::group::Link>,
 }
 
 /// Ask a running instance to stop; it answers once its priority-0 advert is
@@ -93,6 +95,18 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The next change of a sync group's states; never without a group.
+async fn group_changed(g: &mut Option<super::group::Link>) {
+    match g {
+        Some(g) => {
+            if g.rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(t: Option<Instant>) {
@@ -234,10 +248,12 @@ impl Instance {
                     if down != self.link_fault {
                         self.link_fault = down;
                         tracing::warn!(instance = %self.s.cfg.name, down, "tracked interface state changed");
-                        let a = self.m.step(Event::Fault(down), Instant::now());
+                        let fault = down || self.group_fault();
+                        let a = self.m.step(Event::Fault(fault), Instant::now());
                         self.exec(a).await;
                     }
                 }
+                () = group_changed(&mut self.s.group) => self.on_group().await,
                 Some((i, ok)) = scripts.recv() => {
                     let changed = if ok { self.failed_scripts.remove(&i) } else { self.failed_scripts.insert(i) };
                     if changed {
@@ -266,6 +282,29 @@ impl Instance {
 
     fn priority(&self) -> u8 {
         track::priority(&self.s.cfg, &self.failed_scripts, &self.down_services)
+    }
+
+    /// Whether another member of our sync group has a fault of its own.
+    fn group_fault(&self) -> bool {
+        self.s
+            .group
+            .as_ref()
+            .is_some_and(|g| super::group::others_fault(g.me, &g.rx.borrow()))
+    }
+
+    /// The sync group changed: follow it (see group.rs).
+    async fn on_group(&mut self) {
+        let Some(g) = &mut self.s.group else {
+            return;
+        };
+        let now = g.rx.borrow_and_update().clone();
+        let events = super::group::follow(g.me, self.link_fault, self.m.state(), &g.seen, &now);
+        g.seen = now;
+        for ev in events {
+            tracing::warn!(instance = %self.s.cfg.name, group = ?self.s.cfg.sync_group, event = ?ev, "following the sync group");
+            let a = self.m.step(ev, Instant::now());
+            self.exec(a).await;
+        }
     }
 
     async fn reprioritise(&mut self) {
@@ -418,6 +457,12 @@ impl Instance {
                     }
                 }
             }
+        }
+        if let Some(g) = &self.s.group {
+            g.publish(super::group::Member {
+                fault: self.link_fault,
+                state: Some(self.m.state()),
+            });
         }
         self.publish();
     }

@@ -3,6 +3,7 @@
 
 pub mod addrs;
 pub mod codec;
+pub mod group;
 pub mod instance;
 pub mod socket;
 pub mod state;

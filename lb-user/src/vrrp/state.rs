@@ -64,6 +64,11 @@ pub enum Event {
     Fault(bool),
     /// Tracking changed the effective priority.
     Priority(u8),
+    /// Another instance of our sync group became master: a backup follows.
+    GroupMaster,
+    /// Another instance of our sync group left mastership for backup: a
+    /// master follows (a priority-0 advert lets the peer take over at once).
+    GroupBackup,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,6 +266,12 @@ impl Machine {
                 }
                 // Lower priority (or a lower address at equal priority):
                 // discarded; our own adverts make that peer back off.
+            }
+            (State::Backup, Event::GroupMaster) => self.become_master(now, &mut out),
+            (State::Master, Event::GroupBackup) => {
+                out.push(Action::SendAdvert { priority: 0 });
+                self.master = None;
+                self.become_backup(now, self.p.advert_cs, &mut out);
             }
             (State::Backup, Event::Priority(p)) => self.effective = p,
             (State::Master, Event::Priority(p)) if p != self.effective => {

@@ -109,6 +109,7 @@ mod tests {
             }],
             notify: None,
             v3_checksum_as_v2: false,
+            sync_group: None,
         }
     }
 
