@@ -17,6 +17,7 @@ use lb_tests::{
     http::{self, Conn},
     lab::{self, Lab, LabSpec, NAT_GW4, NAT_GW6, VIP4, VIP6, lb_show},
     netns, require,
+    vrrp_lab::wait_state,
 };
 
 const CLIENT4: &str = "198.51.100.2";
@@ -254,5 +255,114 @@ fn fullnat_serves_backends_with_no_route_to_clients() {
         nat.iter()
             .any(|r| r["reply_to"].as_str().unwrap_or("").starts_with(NAT_GW4)),
         "replies go to the balancer's source address: {flows:#}"
+    );
+}
+
+const KEY: &str = "lab sync key, 24 bytes!!";
+
+/// lb1 (150) and lb2 (100): the VIPs on eth0 and the backends' gateway on
+/// eth1, two VRRP instances in one sync group, flows synced.
+fn nat_pair() -> Lab {
+    let spec = LabSpec {
+        balancers: 2,
+        vrrp: true,
+        nat: true,
+        ..LabSpec::default()
+    };
+    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    let lb = lab::bin("LB_BIN", "lb").unwrap();
+    for (role, prio, peer) in [("lb1", 150, 2), ("lb2", 100, 1)] {
+        let vrrp = format!(
+            "[[vrrp]]\nname = \"VI_OUT\"\nvrid = 51\npriority = {prio}\nadvert_interval = \"100ms\"\nvips = [\"{VIP4}/32\", \"{VIP6}/128\"]\n\n\
+             [[vrrp]]\nname = \"VI_IN\"\ninterface = \"eth1\"\nvrid = 52\npriority = {prio}\nadvert_interval = \"100ms\"\nvips = [\"{NAT_GW4}/25\", \"{NAT_GW6}/64\"]\n\n\
+             [[vrrp_sync_group]]\nname = \"NAT_PAIR\"\ninstances = [\"VI_OUT\", \"VI_IN\"]\n\n\
+             [sync]\npeers = [\"{}\"]\nkey = \"{KEY}\"\ninterval = \"10ms\"\n",
+            Lab::balancer_addr(peer)
+        );
+        let cfg = l
+            .write_config_with(
+                role,
+                &agent(false),
+                &format!("{}{vrrp}", services(&l, "nat", &[])),
+            )
+            .unwrap();
+        l.start_agent_as(role, role, &lb, &cfg, &[]).unwrap();
+        if role == "lb1" {
+            wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
+        }
+    }
+    wait_state(&l, "lb2", "BACKUP", Duration::from_secs(10));
+    l
+}
+
+/// Flows `role` has received from its peer so far.
+fn received(l: &Lab, role: &str) -> u64 {
+    let dir = l.pin_dir(role);
+    lab::lb_show(&["sync", "--pin-dir", dir.to_str().unwrap()]).unwrap_or_default()["peers"][0]
+        ["flows_received"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn nat_pair_with_a_sync_group_keeps_connections_when_the_master_dies() {
+    if !require::root("nat_pair_with_a_sync_group_keeps_connections_when_the_master_dies") {
+        return;
+    }
+    let l = nat_pair();
+    // Both instances of the group are master on lb1: the gateway moved too.
+    let dir = l.pin_dir("lb1");
+    let v = lb_show(&["vrrp", "--pin-dir", dir.to_str().unwrap()]).unwrap();
+    let states: Vec<&str> = v["vrrp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(states, ["MASTER", "MASTER"], "lb1's group: {v:#}");
+    http::get_until(&l.ns("c"), vip(false), Duration::from_secs(20), |_| true)
+        .unwrap_or_else(|e| panic!("VIP not served through the pair: {e}\n{}", l.log("lb1")));
+    // The flows of the first request are synced before counting.
+    std::thread::sleep(Duration::from_millis(300));
+    let base = received(&l, "lb2");
+    let mut held = Held::open(&l.ns("c"), vip(false), 60).unwrap();
+    let t0 = std::time::Instant::now();
+    while received(&l, "lb2") < base + 60 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "lb2 received {} of 60 flows\n{}",
+            received(&l, "lb2") - base,
+            l.log("lb2")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The master node dies: agent killed, both links down.
+    l.signal("lb1", libc::SIGKILL).unwrap();
+    for dev in ["eth0", "eth1"] {
+        netns::ip(&l.ns("lb1"), &format!("link set {dev} down")).unwrap();
+    }
+    let took = wait_state(&l, "lb2", "MASTER", Duration::from_secs(5));
+    let (failed, moved, notes) = held.ask();
+    println!(
+        "nat pair: lb1 crashed, lb2 MASTER after {took:?}; held connections: {} of 60 answered by their backend",
+        60 - failed - moved
+    );
+    assert_eq!(
+        (failed, moved),
+        (0, 0),
+        "held NAT connections across the failover: {notes:?}\nlb2 reasons: {}\nlb2:\n{}",
+        lb_show(&["stats", "--pin-dir", l.pin_dir("lb2").to_str().unwrap()]).unwrap_or_default()["reasons"],
+        l.log("lb2")
+    );
+    // New connections through the new master, every one answered.
+    let s = Setup {
+        lab: l,
+        cfg: PathBuf::new(),
+    };
+    let counts = spread(&s, false, 60, 30000);
+    assert!(
+        counts.keys().all(|k| k.starts_with('b')),
+        "new connections after the takeover: {counts:?}\n{}",
+        s.lab.log("lb2")
     );
 }

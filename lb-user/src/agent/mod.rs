@@ -259,6 +259,11 @@ fn load_and_attach(
             forward_on(interface)?;
         }
     }
+    if cfg.services.iter().any(|s| s.forward.nat()) {
+        for interface in cfg.agent.interfaces() {
+            accept_local(interface)?;
+        }
+    }
     if cfg.services.is_empty() {
         // VRRP only (keepalived in front of nginx, say): the maps hold the
         // status `lb show vrrp` reads; no program runs on the interface.
@@ -319,6 +324,21 @@ fn forward_on(interface: &str) -> Result<()> {
             }
             Err(e) => return Err(e).with_context(|| format!("turning on /proc/sys/{key}")),
         }
+    }
+    Ok(())
+}
+
+/// A NAT reply whose next hop the FIB cannot give yet (the client's
+/// neighbour unresolved, say after a failover) is passed to the kernel
+/// already translated, to route it and resolve the neighbour; its source
+/// is the VIP, one of our own addresses, which the kernel drops as martian
+/// unless the interface accepts local sources.
+fn accept_local(interface: &str) -> Result<()> {
+    let key = crate::sysctl::conf("ipv4", interface, "accept_local");
+    match crate::sysctl::set(&key, "1") {
+        Ok(Some(old)) => tracing::info!(key, old, "accept_local turned on for NAT services"),
+        Ok(None) => {}
+        Err(e) => return Err(e).with_context(|| format!("turning on /proc/sys/{key}")),
     }
     Ok(())
 }
