@@ -336,12 +336,43 @@ fn nat_pair_with_a_sync_group_keeps_connections_when_the_master_dies() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A client opening a new connection every 20 ms throughout.
+    let traffic = lb_tests::traffic::Traffic::start(
+        &l.ns("c"),
+        vip(false),
+        Duration::from_millis(20),
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(500));
     // The master node dies: agent killed, both links down.
+    let killed = std::time::Instant::now();
     l.signal("lb1", libc::SIGKILL).unwrap();
     for dev in ["eth0", "eth1"] {
         netns::ip(&l.ns("lb1"), &format!("link set {dev} down")).unwrap();
     }
     let took = wait_state(&l, "lb2", "MASTER", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    let samples = traffic.stop();
+    let gap = lb_tests::traffic::longest_silence(&samples);
+    let failures = samples.iter().filter(|s| s.result.is_err()).count();
+    println!(
+        "nat pair: {} new connections during the failover, {failures} failed, longest gap {gap:?}",
+        samples.len()
+    );
+    // Master_Down_Interval at 100 ms adverts is about 0.35 s; a SYN lost
+    // meanwhile is sent again after 1 s.
+    assert!(gap <= Duration::from_millis(1500), "longest gap {gap:?}");
+    let late: Vec<_> = samples
+        .iter()
+        .filter(|s| s.at > killed + took + Duration::from_millis(200))
+        .collect();
+    assert!(
+        late.len() > 20 && late.iter().all(|s| s.result.is_ok()),
+        "every new connection after the takeover succeeds: {:?}",
+        late.iter()
+            .filter(|s| s.result.is_err())
+            .collect::<Vec<_>>()
+    );
     let (failed, moved, notes) = held.ask();
     println!(
         "nat pair: lb1 crashed, lb2 MASTER after {took:?}; held connections: {} of 60 answered by their backend",
