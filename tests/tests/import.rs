@@ -189,15 +189,17 @@ backends = [
     // The other node's router id keeps its own priority.
     let lb2 = import(&data("dr.conf"), Some("lb2"));
     assert!(String::from_utf8_lossy(&lb2.stdout).contains("priority = 100"));
-    // NAT (keepalived's default) cannot be expressed yet: refused, line named.
+    // NAT (keepalived's default) becomes forward = "nat", its line named.
     let nat = import(
         Path::new("/usr/share/doc/keepalived/samples/keepalived.conf.sample"),
         None,
     );
     if Path::new("/usr/share/doc/keepalived/samples/keepalived.conf.sample").exists() {
-        assert!(!nat.status.success());
+        assert!(nat.status.success());
+        assert!(String::from_utf8_lossy(&nat.stdout).contains("forward = \"nat\""));
         assert!(
-            String::from_utf8_lossy(&nat.stderr).contains("keepalived.conf.sample:29: lb_kind NAT")
+            String::from_utf8_lossy(&nat.stderr)
+                .contains("keepalived.conf.sample:29: lb_kind NAT: forward = \"nat\"")
         );
     }
 }
@@ -394,4 +396,119 @@ fn an_lvs_tun_service_becomes_an_ipip_service_with_this_balancers_source() {
         String::from_utf8_lossy(&check.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// LVS-NAT as keepalived users write it, in the NAT lab's addresses: the
+/// VIP outside, the real servers' gateway inside, one sync group, the real
+/// servers on port 8080.
+const NAT_CONF: &str = r#"
+vrrp_sync_group NAT_PAIR {
+    group {
+        VI_OUT
+        VI_IN
+    }
+}
+
+vrrp_instance VI_OUT {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    priority 150
+    advert_int 1
+    virtual_ipaddress {
+        203.0.113.10/32
+    }
+}
+
+vrrp_instance VI_IN {
+    state MASTER
+    interface eth1
+    virtual_router_id 52
+    priority 150
+    advert_int 1
+    virtual_ipaddress {
+        198.51.100.129/25
+    }
+}
+
+virtual_server 203.0.113.10 80 {
+    delay_loop 1
+    lb_algo wrr
+    lb_kind NAT
+    protocol TCP
+    real_server 198.51.100.139 8080 {
+        weight 1
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+    real_server 198.51.100.140 8080 {
+        weight 1
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+    real_server 198.51.100.141 8080 {
+        weight 2
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+}
+"#;
+
+#[test]
+fn an_imported_lvs_nat_conf_serves_through_the_nat() {
+    let name = "an_imported_lvs_nat_conf_serves_through_the_nat";
+    if !require::lab(name, &[]) {
+        return;
+    }
+    let spec = lab::LabSpec {
+        vrrp: true,
+        nat: true,
+        ..lab::LabSpec::default()
+    };
+    let mut l = Lab::up(spec, &lab::bin("LAB_HTTP_BIN", "lab-http").unwrap(), false).unwrap();
+    let conf = l.dir.join("keepalived.conf");
+    std::fs::write(&conf, NAT_CONF).unwrap();
+    let out = import(&conf, None);
+    let report = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{report}");
+    let imported = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "backend_interface = \"eth1\"",
+        "forward = \"nat\"",
+        "port = 8080",
+        "[[vrrp_sync_group]]\nname = \"NAT_PAIR\"\ninstances = [\"VI_OUT\", \"VI_IN\"]",
+    ] {
+        assert!(
+            imported.contains(want),
+            "{want:?} missing from:\n{imported}"
+        );
+    }
+    assert!(
+        report.contains("lb_kind NAT: forward = \"nat\""),
+        "{report}"
+    );
+    // The lab gives the node its own [agent] (pins, sizes); the rest runs as imported.
+    let rest = imported
+        .split_once("interface = \"eth0\"\n")
+        .map(|(_, r)| r.to_string())
+        .unwrap();
+    let cfg = l.write_config("lb1", &rest).unwrap();
+    l.start_agent("lb1", &lb(), &cfg).unwrap();
+    wait_state(&l, "lb1", "MASTER", Duration::from_secs(10));
+    let first = answered(&l);
+    assert!(
+        first.as_deref().is_ok_and(|b| b.starts_with('b')),
+        "{first:?}\n{}",
+        l.log("lb1")
+    );
+    // Every backend answers in turn (wrr), through the NAT.
+    let names: std::collections::BTreeSet<String> = (0..12)
+        .filter_map(|_| {
+            http::get_until(&l.ns("c"), lab::vip(), Duration::from_secs(5), |_| true).ok()
+        })
+        .collect();
+    assert_eq!(names.len(), 3, "all three backends answered: {names:?}");
 }

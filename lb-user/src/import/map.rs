@@ -25,6 +25,8 @@ pub struct Out {
     pub tunnel: Option<At>,
     /// This node's addresses the file names (unicast_src_ip, mcast_src_ip).
     pub own: Vec<std::net::IpAddr>,
+    /// Where the first NAT service was mapped: the backends' side matters.
+    pub nat: Option<At>,
 }
 
 impl Out {
@@ -191,14 +193,67 @@ pub fn map(nodes: &[Node]) -> Out {
             "global_defs" | "vrrp_script" | "virtual_server_group" => {}
             "vrrp_instance" => instance(&mut out, n, version, &scripts),
             "virtual_server" => virtual_server(&mut out, n, &groups),
-            "vrrp_sync_group" => out.note(
-                &n.at,
-                "vrrp_sync_group: instances are imported one by one; sync groups are not supported yet",
-            ),
+            "vrrp_sync_group" => sync_group(&mut out, n),
             k => out.note(&n.at, format!("{k}: no equivalent, left out")),
         }
     }
+    if let Some(at) = out.nat.clone() {
+        nat_side(&mut out, nodes, first_if.as_deref(), &at);
+    }
     out
+}
+
+/// `vrrp_sync_group NAME { group { A B } }`: the same group of ours.
+fn sync_group(out: &mut Out, n: &Node) {
+    let members: Vec<String> = child(n, "group")
+        .map(|g| g.children.iter().map(|c| q(&c.key)).collect())
+        .unwrap_or_default();
+    if members.is_empty() {
+        out.fail(
+            &n.at,
+            format!("vrrp_sync_group {}: no group {{ }} of instances", n.arg()),
+        );
+        return;
+    }
+    for c in n.children.iter().filter(|c| c.key != "group") {
+        out.note(
+            &c.at,
+            format!("vrrp_sync_group {}: no equivalent, left out", c.key),
+        );
+    }
+    let _ = write!(
+        out.toml,
+        "\n[[vrrp_sync_group]]\nname = {}\ninstances = [{}]\n",
+        q(n.arg()),
+        members.join(", ")
+    );
+}
+
+/// NAT services: the real servers' replies come back through us. A VRRP
+/// instance on another interface than the clients' is the real servers'
+/// gateway (LVS-NAT's usual pair): the program runs there too.
+fn nat_side(out: &mut Out, nodes: &[Node], first_if: Option<&str>, at: &At) {
+    let inside = nodes
+        .iter()
+        .filter(|n| n.key == "vrrp_instance")
+        .filter_map(|n| child(n, "interface"))
+        .map(|c| c.arg().to_string())
+        .find(|i| Some(i.as_str()) != first_if);
+    match inside {
+        Some(i) => {
+            let line = format!("\ninterface = {}\n", q(first_if.unwrap_or("eth0")));
+            out.toml = out.toml.replacen(
+                &line,
+                &format!("{line}backend_interface = {}\n", q(&i)),
+                1,
+            );
+            out.note(at, format!("lb_kind NAT: forward = \"nat\"; the real servers' gateway instance is on {i}: backend_interface = {}", q(&i)));
+        }
+        None => out.note(
+            at,
+            "lb_kind NAT: forward = \"nat\"; the real servers' default route must be this balancer (on the clients' interface here); if they sit on another interface, set [agent] backend_interface",
+        ),
+    }
 }
 
 fn instance(out: &mut Out, n: &Node, default_version: u8, scripts: &HashMap<String, &Node>) {
@@ -409,11 +464,30 @@ fn virtual_server(out: &mut Out, n: &Node, groups: &HashMap<String, &Node>) {
     // virtual_server IP PORT | group NAME | fwmark N
     let addrs: Vec<(String, String, At)> = match n.args.as_slice() {
         [kind, name] if kind == "group" => match groups.get(name) {
-            Some(g) => g
-                .children
-                .iter()
-                .map(|m| (m.key.clone(), m.arg().to_string(), m.at.clone()))
-                .collect(),
+            Some(g) => {
+                let mut v = Vec::new();
+                for m in &g.children {
+                    if m.key == "fwmark" {
+                        out.fail(
+                            &m.at,
+                            "virtual_server_group fwmark: firewall marks are not supported",
+                        );
+                        continue;
+                    }
+                    match address_range(&m.key) {
+                        Some(addrs) => v.extend(
+                            addrs
+                                .into_iter()
+                                .map(|a| (a, m.arg().to_string(), m.at.clone())),
+                        ),
+                        None => out.fail(
+                            &m.at,
+                            format!("virtual_server_group {}: not an address or range", m.key),
+                        ),
+                    }
+                }
+                v
+            }
             None => {
                 out.fail(
                     &n.at,
@@ -454,8 +528,15 @@ fn virtual_server(out: &mut Out, n: &Node, groups: &HashMap<String, &Node>) {
             out.tunnel.get_or_insert(at_kind.clone());
             "ipip"
         }
+        "NAT" => {
+            out.nat.get_or_insert(at_kind.clone());
+            "nat"
+        }
         _ => {
-            out.fail(&at_kind, format!("lb_kind {kind}: only direct routing (DR) and tunnels (TUN) are supported so far (NAT is keepalived's default)"));
+            out.fail(
+                &at_kind,
+                format!("lb_kind {kind}: not a forwarding method (DR, TUN or NAT)"),
+            );
             return;
         }
     };
@@ -524,16 +605,22 @@ fn virtual_server(out: &mut Out, n: &Node, groups: &HashMap<String, &Node>) {
                 out.fail(&rs.at, "real_server without an address");
                 continue;
             };
-            if rport.is_some_and(|p| *p != port) {
-                out.fail(&rs.at, format!("real_server port {} differs from the virtual port {port}: direct routing and tunnels keep the port", rport.unwrap()));
+            let other_port = rport.filter(|p| **p != port);
+            if forward != "nat"
+                && let Some(p) = other_port
+            {
+                out.fail(&rs.at, format!("real_server port {p} differs from the virtual port {port}: direct routing and tunnels keep the port (lb_kind NAT translates it)"));
                 continue;
             }
             let weight = child(rs, "weight").map_or("1", |w| w.arg());
             let check = real_server_check(out, rs, interval);
             let _ = writeln!(
                 t,
-                "  {{ address = {}, weight = {weight}{} }},",
+                "  {{ address = {}, weight = {weight}{}{} }},",
                 q(addr),
+                other_port
+                    .map(|p| format!(", port = {p}"))
+                    .unwrap_or_default(),
                 check.map(|c| format!(", check = {c}")).unwrap_or_default()
             );
         }
@@ -570,7 +657,13 @@ fn real_server_check(out: &mut Out, rs: &Node, interval: Duration) -> Option<Str
                     fields.push(format!("path = {}", q(p.arg())));
                 }
                 if let Some(s) = child(u, "status_code") {
-                    fields.push(format!("expect_status = {}", s.arg()));
+                    match status_codes(&s.args) {
+                        Some(codes) => fields.push(format!("expect_status = {codes}")),
+                        None => out.note(
+                            &s.at,
+                            "status_code: not a list of codes and ranges; any 2xx/3xx is expected",
+                        ),
+                    }
                 }
                 if let Some(d) = child(u, "digest") {
                     out.note(
@@ -669,4 +762,43 @@ mod tests {
         assert_eq!(seconds("-1"), None);
         assert_eq!(seconds("x"), None);
     }
+}
+
+/// keepalived's `status_code 200-299 404 ...` as our expect_status: one
+/// code, or a list of every code the ranges cover.
+fn status_codes(args: &[String]) -> Option<String> {
+    let mut codes = Vec::new();
+    for a in args {
+        let (lo, hi) = match a.split_once('-') {
+            Some((lo, hi)) => (lo.parse::<u16>().ok()?, hi.parse::<u16>().ok()?),
+            None => {
+                let c = a.parse::<u16>().ok()?;
+                (c, c)
+            }
+        };
+        if !(100..=599).contains(&lo) || !(lo..=599).contains(&hi) {
+            return None;
+        }
+        codes.extend((lo..=hi).map(|c| c.to_string()));
+    }
+    match codes.as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        _ => Some(format!("[{}]", codes.join(", "))),
+    }
+}
+
+/// keepalived's `A.B.C.X-Y` (the last byte a range), or one address.
+fn address_range(text: &str) -> Option<Vec<String>> {
+    let Some((first, last)) = text.split_once('-') else {
+        return Some(vec![text.to_string()]);
+    };
+    let a: std::net::Ipv4Addr = first.parse().ok()?;
+    let last: u8 = last.parse().ok()?;
+    let o = a.octets();
+    (o[3] <= last).then(|| {
+        (o[3]..=last)
+            .map(|x| std::net::Ipv4Addr::new(o[0], o[1], o[2], x).to_string())
+            .collect()
+    })
 }
