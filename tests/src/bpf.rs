@@ -172,6 +172,13 @@ impl Harness {
         for k in keys {
             let _ = m.remove(&k);
         }
+        // NAT connections go with their flows.
+        let mut m: HashMap<&mut MapData, FlowKey, lb_common::nat::NatEntry> =
+            HashMap::try_from(self.ebpf.map_mut(names::NAT).context("map")?)?;
+        let keys: Vec<FlowKey> = m.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            let _ = m.remove(&k);
+        }
         Ok(())
     }
 }

@@ -220,6 +220,22 @@ fn nat_serves_by_weight_keeps_held_connections_and_answers_udp() {
         "no connection changed backend: {notes:?}"
     );
 
+    // Without backend_interface, lb check warns that the backends' replies
+    // would arrive where the program does not run (and still accepts it).
+    let text = std::fs::read_to_string(&s.cfg).unwrap();
+    let bare = s.lab.dir.join("no-backend-interface.toml");
+    std::fs::write(&bare, text.replace("backend_interface = \"eth1\"\n", "")).unwrap();
+    let mut check = std::process::Command::new(lab::bin("LB_BIN", "lb").unwrap());
+    check.arg("check").arg("-c").arg(&bare);
+    netns::enter(&mut check, &s.lab.ns("lb1")).unwrap();
+    let out = check.output().unwrap();
+    let warn = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{warn}");
+    assert!(
+        warn.contains("warning: NAT backend 198.51.100.140 is reached via eth1, where the program does not run"),
+        "{warn}"
+    );
+
     // Both directions in `lb show flows`.
     let dir = s.lab.pin_dir("lb1");
     let flows = lb_show(&["flows", "--pin-dir", dir.to_str().unwrap()]).unwrap();

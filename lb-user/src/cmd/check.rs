@@ -19,6 +19,9 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     match Config::load(&args.config) {
         Ok(cfg) => {
             print!("{}", plan_text(&cfg));
+            for w in nat_reach(&cfg) {
+                eprintln!("warning: {w}");
+            }
             Ok(true)
         }
         Err(e) => {
@@ -26,6 +29,48 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
             Ok(false)
         }
     }
+}
+
+/// NAT backends whose route leaves by an interface the program does not
+/// run on (their replies would not be translated), or that have no route:
+/// warnings, since routes may be set up after the config is written.
+fn nat_reach(cfg: &Config) -> Vec<String> {
+    let backends: Vec<std::net::IpAddr> = cfg
+        .services
+        .iter()
+        .filter(|s| s.forward.nat())
+        .flat_map(|s| s.backends.iter().map(|b| b.address))
+        .collect();
+    if backends.is_empty() {
+        return Vec::new();
+    }
+    let ours: Vec<&str> = cfg.agent.interfaces().collect();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return vec![format!("cannot check the NAT backends' routes: {e}")],
+    };
+    rt.block_on(async {
+        let net = match crate::agent::neigh::Net::new() {
+            Ok(n) => n,
+            Err(e) => return vec![format!("cannot check the NAT backends' routes: {e}")],
+        };
+        let mut out = Vec::new();
+        for b in backends {
+            match net.route(b).await {
+                Err(_) => out.push(format!("no route to NAT backend {b} on this host")),
+                Ok(r) => match net.link_by_index(r.ifindex).await {
+                    Ok((name, _)) if !ours.contains(&name.as_str()) => out.push(format!(
+                        "NAT backend {b} is reached via {name}, where the program does not run: its replies would not be translated (set [agent] backend_interface = \"{name}\")"
+                    )),
+                    _ => {}
+                },
+            }
+        }
+        out
+    })
 }
 
 pub fn plan_text(cfg: &Config) -> String {
@@ -69,6 +114,26 @@ pub fn plan_text(cfg: &Config) -> String {
             },
             a.tunnel.gue_port,
             a.interface
+        );
+    }
+    if cfg.services.iter().any(|s| s.forward.nat()) {
+        let n = &a.nat;
+        let d = |t| humantime::format_duration(t);
+        let src: Vec<String> = n.snat.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            s,
+            "nat: the program on {}; full-NAT from {} ports {}-{}; idle timeouts TCP {}, closing {}, UDP {}; forwarding and accept_local turned on",
+            a.interfaces().collect::<Vec<_>>().join(" and "),
+            if src.is_empty() {
+                "(no snat_addresses)".to_string()
+            } else {
+                src.join(", ")
+            },
+            n.ports.0,
+            n.ports.1,
+            d(n.tcp),
+            d(n.tcp_fin),
+            d(n.udp)
         );
     }
     if let Some(y) = &cfg.sync {
@@ -117,7 +182,7 @@ pub fn plan_text(cfg: &Config) -> String {
             let _ = writeln!(
                 s,
                 "  -> {:<40} weight {:>5} ({share:5.1}%){via}{drain}; check {}",
-                addr::socket(b.address, svc.port),
+                addr::socket(b.address, b.port.unwrap_or(svc.port)),
                 b.weight,
                 check_text(&b.check)
             );

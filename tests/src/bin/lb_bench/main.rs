@@ -52,7 +52,7 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() -> Result<()> {
-    // lb-bench [--health-secs N] [--health-only] [--sync-only]
+    // lb-bench [--health-secs N] [--health-only] [--sync-only] [--packets-only]
     let args: Vec<String> = std::env::args().skip(1).collect();
     let health_secs = args
         .iter()
@@ -64,6 +64,9 @@ fn main() -> Result<()> {
     }
     if !args.iter().any(|a| a == "--health-only") {
         packets_and_tables()?;
+        if args.iter().any(|a| a == "--packets-only") {
+            return Ok(());
+        }
         sync::run()?;
     }
     health::run(health_secs)
@@ -204,9 +207,9 @@ fn packets_and_tables() -> Result<()> {
     Ok(())
 }
 
-/// Tunnel forwarding, next to DR: the FIB is asked per packet, so the
-/// frames arrive on a namespace's interface with a route and a resolved
-/// gateway (its empty-program baseline is measured the same way).
+/// Tunnel and NAT forwarding, next to DR: the FIB is asked per packet, so
+/// the frames arrive on a namespace's interface with a route and a
+/// resolved gateway (its empty-program baseline is measured the same way).
 fn tunnels(h: &mut Harness, dr: &[DesiredBackend]) -> Result<()> {
     let net = FibNet::new("bench")?;
     let _in = Entered::new(&net.ns.name)?;
@@ -241,7 +244,14 @@ fn tunnels(h: &mut Harness, dr: &[DesiredBackend]) -> Result<()> {
     h.dp.apply(&[
         svc("203.0.113.11:80/tcp", Forward::Ipip, false),
         svc("203.0.113.12:80/tcp", Forward::Gue, true),
+        svc("203.0.113.13:80/tcp", Forward::Nat, false),
+        svc("203.0.113.14:80/tcp", Forward::FullNat, false),
     ])?;
+    let nat = lb_user::config::NatCfg {
+        snat: vec!["198.51.100.2".parse().unwrap()],
+        ..Default::default()
+    };
+    h.dp.write_nat(&nat.record(true))?;
     h.dp.write_tunnel(&Tunnel {
         src4: [198, 51, 100, 2],
         src6: addr::to_bytes("2001:db8:1::2".parse().unwrap()),
@@ -261,6 +271,14 @@ fn tunnels(h: &mut Harness, dr: &[DesiredBackend]) -> Result<()> {
             lb_tests::frame::SYN,
         ),
         ("gue 4in6: established", "203.0.113.12", ACK),
+        ("nat: new flow (SYN)", "203.0.113.13", lb_tests::frame::SYN),
+        ("nat: established flow", "203.0.113.13", ACK),
+        (
+            "fullnat: new flow (SYN)",
+            "203.0.113.14",
+            lb_tests::frame::SYN,
+        ),
+        ("fullnat: established", "203.0.113.14", ACK),
     ];
     let inputs: Vec<Vec<Vec<u8>>> = cases.iter().map(|(_, d, f)| frames(d, *f)).collect();
     let ns = |d: std::time::Duration| d.as_nanos() as f64 / FRAMES as f64;
@@ -273,12 +291,14 @@ fn tunnels(h: &mut Harness, dr: &[DesiredBackend]) -> Result<()> {
         }
     }
     let r = h.reasons()?;
+    // Four tunnel cases, four NAT ones.
+    let each = (ROUNDS * 4) as u64 * FRAMES as u64;
     anyhow::ensure!(
-        r[Reason::Encapsulated as usize] >= (ROUNDS * cases.len()) as u64 * FRAMES as u64,
-        "not every tunnel frame was encapsulated: {r:?}"
+        r[Reason::Encapsulated as usize] >= each && r[Reason::Translated as usize] >= each,
+        "not every tunnel frame was encapsulated, or NAT frame translated: {r:?}"
     );
     println!(
-        "\nTunnels (frames arriving on a namespace's interface; net of its empty program), ns/packet min/med/max:"
+        "\nTunnels and NAT (frames arriving on a namespace's interface; net of its empty program), ns/packet min/med/max:"
     );
     for (i, (name, _, _)) in cases.iter().enumerate() {
         let (a, b, c) = stats(net_ns[i].clone());
