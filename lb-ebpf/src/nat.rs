@@ -6,6 +6,10 @@
 //! original addresses). The reverse entry is created by the same program
 //! run as the forward one, so the first reply finds it.
 
+// Map keys and values are passed as references into the per-CPU scratch
+// space: by value they would be copied onto the stack this module avoids.
+#![allow(clippy::needless_borrows_for_generic_args)]
+
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
     FAMILY_V6, FORWARD_FULLNAT, FlowKey, HASH_5TUPLE, PROTO_TCP, PROTO_UDP, Reason, flow_hash,

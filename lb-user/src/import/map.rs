@@ -743,27 +743,6 @@ fn real_server_check(out: &mut Out, rs: &Node, interval: Duration) -> Option<Str
     Some(format!("{{ {} }}", fields.join(", ")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scripts_split_as_keepalived_runs_them() {
-        assert_eq!(
-            argv("/bin/check -x 'a b' \"c d\"e"),
-            ["/bin/check", "-x", "a b", "c de"]
-        );
-        assert!(argv("   ").is_empty());
-    }
-
-    #[test]
-    fn times_are_keepalived_seconds() {
-        assert_eq!(seconds("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(seconds("-1"), None);
-        assert_eq!(seconds("x"), None);
-    }
-}
-
 /// keepalived's `status_code 200-299 404 ...` as our expect_status: one
 /// code, or a list of every code the ranges cover.
 fn status_codes(args: &[String]) -> Option<String> {
@@ -801,4 +780,25 @@ fn address_range(text: &str) -> Option<Vec<String>> {
             .map(|x| std::net::Ipv4Addr::new(o[0], o[1], o[2], x).to_string())
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_split_as_keepalived_runs_them() {
+        assert_eq!(
+            argv("/bin/check -x 'a b' \"c d\"e"),
+            ["/bin/check", "-x", "a b", "c de"]
+        );
+        assert!(argv("   ").is_empty());
+    }
+
+    #[test]
+    fn times_are_keepalived_seconds() {
+        assert_eq!(seconds("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(seconds("-1"), None);
+        assert_eq!(seconds("x"), None);
+    }
 }
