@@ -54,3 +54,37 @@ pub fn ifindex(name: &str) -> u32 {
     // SAFETY: a valid C string.
     unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
+
+/// A Maglev service `name` ("VIP:PORT/PROTO") over one backend routed by
+/// the FIB (`forward` a tunnel or NAT; `port` the backend's, 0 the VIP's),
+/// healthy, whose next hop is the gateway.
+pub fn routed_service(
+    name: &str,
+    forward: lb_common::Forward,
+    backend: &str,
+    port: u16,
+) -> lb_user::plan::DesiredService {
+    lb_user::plan::DesiredService {
+        key: lb_user::addr::parse_service_name(name).expect("service name"),
+        scheduler: lb_common::Scheduler::Maglev,
+        forward,
+        hash: lb_common::HashFields::FiveTuple,
+        virtual_nodes: 160,
+        standby: false,
+        backends: vec![lb_user::plan::DesiredBackend {
+            addr: backend.parse().expect("backend address"),
+            port,
+            weight: 1,
+            effective: 1000,
+            // The FIB picks the egress.
+            ifindex: 0,
+            src_mac: [0; 6],
+            mac: Some(GW_MAC),
+            via: None,
+            check_port: None,
+            healthy: true,
+            warming: false,
+            rtt_ms: 0,
+        }],
+    }
+}

@@ -15,22 +15,8 @@ use lb_tests::{
 
 use lb_tests::lab::vip;
 
-/// `n` GETs on new connections from fixed source ports starting at `port0`:
-/// the ports fix the flow hashes, so the outcome does not depend on which
-/// ephemeral ports the kernel happens to pick. Returns backend -> count.
 fn spread(lab: &lab::Lab, n: u16, port0: u16) -> BTreeMap<String, u32> {
-    netns::in_ns(&lab.ns("c"), move || {
-        let mut counts = BTreeMap::new();
-        for i in 0..n {
-            let local = format!("{CLIENT4}:{}", port0 + i).parse().unwrap();
-            let name = Conn::open_from(vip(), Some(local))
-                .and_then(|mut c| c.get())
-                .unwrap_or_else(|e| format!("error: {e}"));
-            *counts.entry(name).or_insert(0) += 1;
-        }
-        counts
-    })
-    .unwrap()
+    lab.spread(vip(), n, port0)
 }
 
 /// The backend each of `n` flows from fixed source ports should reach,

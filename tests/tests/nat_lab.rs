@@ -14,14 +14,12 @@ use std::{
 
 use lb_tests::{
     held::Held,
-    http::{self, Conn},
-    lab::{self, Lab, LabSpec, NAT_GW4, NAT_GW6, VIP4, VIP6, lb_show},
+    http,
+    lab::{self, CLIENT4, Lab, LabSpec, NAT_GW4, NAT_GW6, VIP4, VIP6, lb_show},
     netns, require,
     vrrp_lab::wait_state,
 };
 
-const CLIENT4: &str = "198.51.100.2";
-const CLIENT6: &str = "2001:db8:1::2";
 const CHECK: &str = r#"check = { kind = "http", path = "/healthz", interval = "200ms", timeout = "150ms", retries = 1, retry_delay = "100ms", rise = 1 }"#;
 
 struct Setup {
@@ -121,22 +119,8 @@ fn vip(v6: bool) -> SocketAddr {
     SocketAddr::new(a, 80)
 }
 
-/// `n` GETs on new connections from fixed source ports: backend -> count.
 fn spread(s: &Setup, v6: bool, n: u16, port0: u16) -> BTreeMap<String, u32> {
-    let client: IpAddr = if v6 { CLIENT6 } else { CLIENT4 }.parse().unwrap();
-    let vip = vip(v6);
-    netns::in_ns(&s.lab.ns("c"), move || {
-        let mut counts = BTreeMap::new();
-        for i in 0..n {
-            let local = SocketAddr::new(client, port0 + i);
-            let name = Conn::open_from(vip, Some(local))
-                .and_then(|mut c| c.get())
-                .unwrap_or_else(|e| format!("error: {e}"));
-            *counts.entry(name).or_insert(0) += 1;
-        }
-        counts
-    })
-    .unwrap()
+    s.lab.spread(vip(v6), n, port0)
 }
 
 fn assert_weights(s: &Setup, what: &str, counts: &BTreeMap<String, u32>, n: u32) {

@@ -7,19 +7,15 @@
 
 use std::net::IpAddr;
 
-use lb_common::{Forward, HashFields, Reason, Scheduler};
+use lb_common::{Forward, Reason};
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
-    fib::{FibNet, GW_MAC, ifindex},
+    fib::{FibNet, GW_MAC, ifindex, routed_service},
     frame::{ACK, Frame, checksum, l4_checksum},
     netns::{self, Entered},
     require,
 };
-use lb_user::{
-    addr,
-    config::NatCfg,
-    plan::{DesiredBackend, DesiredService},
-};
+use lb_user::{config::NatCfg, plan::DesiredService};
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -40,28 +36,7 @@ fn net() -> FibNet {
 }
 
 fn service(name: &str, forward: Forward, backend: &str, port: u16) -> DesiredService {
-    DesiredService {
-        key: addr::parse_service_name(name).expect("service name"),
-        scheduler: Scheduler::Maglev,
-        forward,
-        hash: HashFields::FiveTuple,
-        virtual_nodes: 160,
-        standby: false,
-        backends: vec![DesiredBackend {
-            addr: backend.parse().unwrap(),
-            port,
-            weight: 1,
-            effective: 1000,
-            ifindex: 0,
-            src_mac: [0; 6],
-            mac: Some(GW_MAC),
-            via: None,
-            check_port: None,
-            healthy: true,
-            warming: false,
-            rtt_ms: 0,
-        }],
-    }
+    routed_service(name, forward, backend, port)
 }
 
 fn harness() -> Harness {

@@ -18,14 +18,10 @@ use std::{
 use anyhow::{Result, bail};
 use lb_tests::{
     held::Held,
-    http::{self, Conn},
+    http,
     lab::{self, Lab, LabSpec, VIP4, VIP6, lb_show},
     netns, require,
 };
-
-/// The lab's client addresses (fixed source ports make flow hashes fixed).
-const CLIENT4: &str = "198.51.100.2";
-const CLIENT6: &str = "2001:db8:1::2";
 
 struct Setup {
     lab: Lab,
@@ -154,24 +150,8 @@ fn setup(mode: &'static str, v6: bool, check: &str) -> Setup {
     }
 }
 
-/// `n` GETs on new connections from fixed source ports: backend -> count.
 fn spread(s: &Setup, n: u16, port0: u16) -> BTreeMap<String, u32> {
-    let client: IpAddr = if s.vip.is_ipv6() { CLIENT6 } else { CLIENT4 }
-        .parse()
-        .unwrap();
-    let vip = s.vip;
-    netns::in_ns(&s.lab.ns("c"), move || {
-        let mut counts = BTreeMap::new();
-        for i in 0..n {
-            let local = SocketAddr::new(client, port0 + i);
-            let name = Conn::open_from(vip, Some(local))
-                .and_then(|mut c| c.get())
-                .unwrap_or_else(|e| format!("error: {e}"));
-            *counts.entry(name).or_insert(0) += 1;
-        }
-        counts
-    })
-    .unwrap()
+    s.lab.spread(s.vip, n, port0)
 }
 
 fn weights_and_reload(s: &Setup) {

@@ -6,21 +6,15 @@
 
 use std::net::IpAddr;
 
-use lb_common::{
-    FlowKey, Forward, HASH_5TUPLE, HashFields, Reason, Scheduler, TUNNEL_V4, TUNNEL_V6, Tunnel,
-    flow_hash,
-};
+use lb_common::{FlowKey, Forward, HASH_5TUPLE, Reason, TUNNEL_V4, TUNNEL_V6, Tunnel, flow_hash};
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
-    fib::{FibNet, GW_MAC, ifindex},
+    fib::{FibNet, GW_MAC, ifindex, routed_service},
     frame::{CLIENT_MAC, Frame, LB_MAC, Outer, checksum, encapsulate},
     netns::Entered,
     require,
 };
-use lb_user::{
-    addr,
-    plan::{DesiredBackend, DesiredService},
-};
+use lb_user::addr;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -33,34 +27,8 @@ fn net() -> FibNet {
     FibNet::new("tun").expect("namespace with a FIB")
 }
 
-fn backend(a: &str) -> DesiredBackend {
-    DesiredBackend {
-        addr: a.parse().unwrap(),
-        port: 0,
-        weight: 1,
-        effective: 1000,
-        // The FIB picks the egress; the same interface here (XDP_TX).
-        ifindex: 0,
-        src_mac: [0; 6],
-        mac: Some(GW_MAC),
-        via: None,
-        check_port: None,
-        healthy: true,
-        warming: false,
-        rtt_ms: 0,
-    }
-}
-
-fn service(name: &str, forward: Forward, b: &str) -> DesiredService {
-    DesiredService {
-        key: addr::parse_service_name(name).expect("service name"),
-        scheduler: Scheduler::Maglev,
-        forward,
-        hash: HashFields::FiveTuple,
-        virtual_nodes: 160,
-        standby: false,
-        backends: vec![backend(b)],
-    }
+fn service(name: &str, forward: Forward, b: &str) -> lb_user::plan::DesiredService {
+    routed_service(name, forward, b, 0)
 }
 
 fn tunnel(hash_mask4: u32) -> Tunnel {

@@ -27,6 +27,7 @@ pub const LAN6: &str = "2001:db8:1";
 pub const VIP4: &str = "203.0.113.10";
 pub const VIP6: &str = "2001:db8:f::10";
 pub const CLIENT4: &str = "198.51.100.2";
+pub const CLIENT6: &str = "2001:db8:1::2";
 /// A routed lab's router on the LAN, and the backends' subnet behind it.
 pub const ROUTER4: &str = "198.51.100.1";
 pub const ROUTER6: &str = "2001:db8:1::1";

@@ -67,6 +67,37 @@ pub fn lb_show(args: &[&str]) -> Result<serde_json::Value> {
 }
 
 impl Lab {
+    /// `n` GETs to `vip` on new connections from the client's fixed source
+    /// ports starting at `port0`: the ports fix the flow hashes, so the
+    /// outcome does not depend on which ephemeral ports the kernel picks.
+    /// Returns backend (or "error: ...") -> count.
+    pub fn spread(
+        &self,
+        vip: std::net::SocketAddr,
+        n: u16,
+        port0: u16,
+    ) -> std::collections::BTreeMap<String, u32> {
+        let client: std::net::IpAddr = if vip.is_ipv6() {
+            super::CLIENT6
+        } else {
+            super::CLIENT4
+        }
+        .parse()
+        .expect("the client's address");
+        crate::netns::in_ns(&self.ns("c"), move || {
+            let mut counts = std::collections::BTreeMap::new();
+            for i in 0..n {
+                let local = std::net::SocketAddr::new(client, port0 + i);
+                let name = crate::http::Conn::open_from(vip, Some(local))
+                    .and_then(|mut c| c.get())
+                    .unwrap_or_else(|e| format!("error: {e}"));
+                *counts.entry(name).or_insert(0) += 1;
+            }
+            counts
+        })
+        .expect("the client's namespace")
+    }
+
     /// `lb show backends` of balancer `role`: backend address -> its JSON, for `service`.
     pub fn backends(
         &self,
