@@ -17,7 +17,11 @@ mod select;
 mod stats;
 mod tunnel;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    macros::xdp,
+    programs::XdpContext,
+};
 use lb_common::{
     FORWARD_DR, FORWARD_FULLNAT, FORWARD_GUE, FORWARD_NAT, FlowKey, NO_BACKEND, Reason,
     SERVICE_STANDBY, ServiceMeta,
@@ -27,29 +31,35 @@ use network_types::eth::EthHdr;
 use crate::maps::TABLES;
 
 /// The balancer: VIP traffic goes to a backend, everything else passes.
-/// Deciding and tunnelling are separate BPF functions called one after the
-/// other, so their stacks are never needed at once (BPF allows 512 bytes
-/// for a whole call chain).
+/// Deciding, tunnelling, NAT and ICMP answers are separate BPF functions
+/// called one after the other, so their stacks are never needed at once
+/// (BPF allows 512 bytes for a whole call chain). They are global
+/// functions: the verifier checks each once, on its own, instead of once
+/// for every distinct state the paths before it end in.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let next = decide(&ctx);
+    let next = lb_decide(ctx.ctx);
     if !tunnel::Job::is_job(next) {
         return next as u32;
     }
     let sent = if tunnel::Job::kind_of(next) == tunnel::JOB_TUNNEL {
-        tunnel::forward(&ctx, next)
+        lb_tunnel(ctx.ctx, next)
     } else {
-        nat::run(&ctx, next)
+        lb_nat(ctx.ctx, next)
     };
     match tunnel::Sent::from_raw(sent) {
         tunnel::Sent::Action(a) => a,
-        tunnel::Sent::TooBig(mtu) => icmp::too_big(&ctx, tunnel::Job::unpack(next).l3_off, mtu),
+        tunnel::Sent::TooBig(mtu) => {
+            lb_too_big(ctx.ctx, tunnel::Job::unpack(next).l3_off as u64, mtu as u64)
+        }
     }
 }
 
 /// An XDP action, or a packed `tunnel::Job` for the caller to run.
 #[inline(never)]
-fn decide(ctx: &XdpContext) -> u64 {
+#[unsafe(no_mangle)]
+pub extern "C" fn lb_decide(ctx: *mut xdp_md) -> u64 {
+    let ctx = &XdpContext::new(ctx);
     match try_lb(ctx) {
         Ok(next) => next,
         Err((reason, action)) => {
@@ -57,6 +67,34 @@ fn decide(ctx: &XdpContext) -> u64 {
             action as u64
         }
     }
+}
+
+/// Encapsulate toward a packed tunnel job's backend (`tunnel::forward`).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn lb_tunnel(ctx: *mut xdp_md, job: u64) -> u64 {
+    tunnel::forward(&XdpContext::new(ctx), job)
+}
+
+/// Run a NAT job (`nat::run`).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn lb_nat(ctx: *mut xdp_md, job: u64) -> u64 {
+    nat::run(&XdpContext::new(ctx), job)
+}
+
+/// Tell the client of the frame at `l3_off` that `mtu` bytes fit
+/// (`icmp::too_big`).
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn lb_too_big(ctx: *mut xdp_md, l3_off: u64, mtu: u64) -> u32 {
+    // Verified on its own, the offset is any number: it is one of two.
+    let l3 = if l3_off == tunnel::L3_VLAN as u64 {
+        tunnel::L3_VLAN
+    } else {
+        EthHdr::LEN
+    };
+    icmp::too_big(&XdpContext::new(ctx), l3, mtu as usize)
 }
 
 /// parse -> service -> remembered flow or a fresh selection -> forward.

@@ -55,6 +55,9 @@ impl Sent {
     }
 }
 
+/// The L3 offset behind an 802.1Q tag.
+pub const L3_VLAN: usize = EthHdr::LEN + VlanHdr::LEN;
+
 /// `Job::kind`: what runs after `decide`.
 pub const JOB_TUNNEL: u8 = 0;
 /// NAT or full-NAT toward the backend (`hash` carries `FlowValue::nat`).
