@@ -62,8 +62,13 @@ pub const NAT: &str = "NAT";
 /// One NatConfig: full-NAT's sources and ports.
 pub const NAT_CONFIG: &str = "NAT_CONFIG";
 
+/// One DataplaneConfig.
+pub const CONFIG: &str = "CONFIG";
+/// Per-CPU RateWindow: new flows remembered this second.
+pub const NEW_FLOWS: &str = "NEW_FLOWS";
+
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 23] = [
+pub const ALL_MAPS: [&str; 25] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -87,6 +92,8 @@ pub const ALL_MAPS: [&str; 23] = [
     SYNC_STATS,
     NAT,
     NAT_CONFIG,
+    CONFIG,
+    NEW_FLOWS,
 ];
 
 /// The XDP entry point.
@@ -124,8 +131,9 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
 /// v3: REASON_STATS grew pass_not_ours; OWN_MAC, SLOT_SUMS.
 /// v4: REASON_STATS grew the tunnel and check reasons; TUNNEL, ICMP_BUDGET,
 /// CHECK_PORTS, CHECK_PATH, FLOW_EVENTS, SYNC_STATS; Backend grew `via`.
-/// v5: REASON_STATS grew the NAT reasons; NAT, NAT_CONFIG; OWN_MAC has an
-/// entry per interface; Backend grew `port`, FlowValue `nat`.
+/// v5: REASON_STATS grew the NAT reasons and `unremembered`; NAT,
+/// NAT_CONFIG, CONFIG, NEW_FLOWS; OWN_MAC has an entry per interface;
+/// Backend grew `port`, FlowValue `nat`.
 #[cfg(not(feature = "layout-test"))]
 pub const LAYOUT_VERSION: u32 = 5;
 /// A build whose FlowValue has one more field, for the upgrade test.

@@ -63,9 +63,13 @@ pub enum Reason {
     DropNatNoPort = 22,
     /// Forwarded by NAT or full-NAT (counted besides its flow hit or miss).
     Translated = 23,
+    /// A new flow placed by its hash and not remembered: this CPU had
+    /// already remembered `new_flows_per_cpu` this second (a SYN flood).
+    /// Counted besides its flow miss.
+    Unremembered = 24,
 }
 
-pub const REASON_COUNT: u32 = 24;
+pub const REASON_COUNT: u32 = 25;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -93,6 +97,7 @@ impl Reason {
         Reason::FwdNatIcmp,
         Reason::DropNatNoPort,
         Reason::Translated,
+        Reason::Unremembered,
     ];
 
     /// Whether the counter is a packet's verdict (each packet gets exactly
@@ -100,7 +105,7 @@ impl Reason {
     pub const fn verdict(self) -> bool {
         !matches!(
             self,
-            Reason::Encapsulated | Reason::SyncDropped | Reason::Translated
+            Reason::Encapsulated | Reason::SyncDropped | Reason::Translated | Reason::Unremembered
         )
     }
 
@@ -130,6 +135,7 @@ impl Reason {
             Reason::FwdNatIcmp => "fwd_nat_icmp",
             Reason::DropNatNoPort => "drop_nat_no_port",
             Reason::Translated => "translated",
+            Reason::Unremembered => "unremembered",
         }
     }
 }

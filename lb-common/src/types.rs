@@ -180,6 +180,37 @@ pub struct IcmpBudget {
 /// ICMP too-big answers per CPU per second; more are dropped and counted.
 pub const ICMP_TOO_BIG_PER_SEC: u64 = 100;
 
+/// CONFIG's one value: what the data plane needs to know of the whole
+/// config, so that work nobody asked for is skipped per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DataplaneConfig {
+    /// New flows each CPU remembers per second; above it (a SYN flood,
+    /// say) new flows are placed by their hash and not inserted into the
+    /// flow table, so a flood cannot evict established flows (Katran's
+    /// rule). 0: no limit.
+    pub new_flows_per_cpu: u32,
+    /// CFG_ALL_PORTS | CFG_SYNC.
+    pub flags: u32,
+}
+
+/// `DataplaneConfig::flags`: some service takes every port of its VIP (the
+/// port-0 lookup is only worth it then).
+pub const CFG_ALL_PORTS: u32 = 1;
+/// Flows are synced: report each one opened and closed.
+pub const CFG_SYNC: u32 = 1 << 1;
+
+/// The default `new_flows_per_cpu`.
+pub const DEFAULT_NEW_FLOWS_PER_CPU: u32 = 50_000;
+
+/// NEW_FLOWS's per-CPU value: flows remembered in the current second.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RateWindow {
+    pub window_start_ns: u64,
+    pub count: u64,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Counter {
@@ -213,6 +244,8 @@ mod user {
     unsafe impl aya::Pod for OwnMac {}
     unsafe impl aya::Pod for Tunnel {}
     unsafe impl aya::Pod for IcmpBudget {}
+    unsafe impl aya::Pod for DataplaneConfig {}
+    unsafe impl aya::Pod for RateWindow {}
 }
 
 #[cfg(test)]

@@ -4,13 +4,44 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lb_common::{
-    BACKEND_CONFIGURED, BACKEND_HAS_MAC, Backend, FLOW_CLOSING, FORWARD_FULLNAT, FlowKey,
-    FlowValue, MAX_INTERFACES, ServiceKey, ServiceMeta,
+    BACKEND_CONFIGURED, BACKEND_HAS_MAC, Backend, CFG_ALL_PORTS, CFG_SYNC, DataplaneConfig,
+    FLOW_CLOSING, FORWARD_FULLNAT, FlowKey, FlowValue, MAX_INTERFACES, ServiceKey, ServiceMeta,
 };
 
 use lb_common::sync::{FLOW_CLOSED, FLOW_OPENED, FlowEvent};
 
-use crate::maps::{ACTIVE, BACKENDS, FLOW_EVENTS, FLOWS, OWN_MAC, SERVICES};
+use crate::maps::{ACTIVE, BACKENDS, CONFIG, FLOW_EVENTS, FLOWS, NEW_FLOWS, OWN_MAC, SERVICES};
+
+/// The agent's CONFIG (none before it is written).
+#[inline(always)]
+pub fn config() -> Option<&'static DataplaneConfig> {
+    CONFIG.get(0)
+}
+
+/// Whether this CPU may remember one more new flow this second (see
+/// `DataplaneConfig::new_flows_per_cpu`); counts it if so.
+#[inline(always)]
+pub fn may_remember() -> bool {
+    let limit = match config() {
+        Some(c) if c.new_flows_per_cpu != 0 => c.new_flows_per_cpu as u64,
+        _ => return true,
+    };
+    let Some(w) = NEW_FLOWS.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: per-CPU value; nothing else runs on this CPU meanwhile.
+    let w = unsafe { &mut *w };
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    if now.wrapping_sub(w.window_start_ns) >= 1_000_000_000 {
+        w.window_start_ns = now;
+        w.count = 0;
+    }
+    if w.count >= limit {
+        return false;
+    }
+    w.count += 1;
+    true
+}
 
 /// Whether `dst` is the MAC of an interface the program runs on (the
 /// clients' first, then NAT's backend side). Until the agent has written
@@ -43,6 +74,10 @@ pub fn service(key: &FlowKey) -> Option<ServiceMeta> {
     // give this packet the old or new meta, both valid.
     if let Some(m) = unsafe { SERVICES.get(sk) } {
         return Some(*m);
+    }
+    // The all-ports lookup only when some service has every port.
+    if !config().is_some_and(|c| c.flags & CFG_ALL_PORTS != 0) {
+        return None;
     }
     sk.port = 0;
     unsafe { SERVICES.get(sk) }.copied()
@@ -134,6 +169,10 @@ pub fn remember(key: &FlowKey, svc: &ServiceMeta, id: u32, closing: bool) {
 /// a full ring buffer costs only the report, counted.
 #[inline(always)]
 pub fn report(key: &FlowKey, backend: u32, service: u32, nat: u32, kind: u8) {
+    // Nobody to tell without peers: the ring costs ~100 ns a flow.
+    if !config().is_some_and(|c| c.flags & CFG_SYNC != 0) {
+        return;
+    }
     match FLOW_EVENTS.reserve::<FlowEvent>(0) {
         Some(mut e) => {
             e.write(FlowEvent {

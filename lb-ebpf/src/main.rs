@@ -163,17 +163,26 @@ fn try_lb(ctx: &XdpContext) -> Result<u64, (Reason, u32)> {
     .pack())
 }
 
-/// A new flow's backend id (NO_BACKEND if none), remembered.
+/// A new flow's backend id (NO_BACKEND if none), remembered. Above this
+/// CPU's new-flow rate (a flood) it is placed by its hash, as its later
+/// packets will be, and not remembered: the flood evicts no established
+/// flow. Full-NAT flows are always remembered (their source port lives
+/// there).
 #[inline(always)]
 fn place(key: &FlowKey, svc: &ServiceMeta, opening: bool, closing: bool) -> u32 {
-    let Some(at) = select::select(key, svc, opening) else {
+    let remember = svc.forward == FORWARD_FULLNAT || lookup::may_remember();
+    let Some(at) = select::select(key, svc, opening && remember) else {
         return NO_BACKEND;
     };
     let id = match TABLES.get(at) {
         Some(&id) if id != NO_BACKEND && lookup::backend(id).is_some() => id,
         _ => return NO_BACKEND,
     };
-    lookup::remember(key, svc, id, closing);
+    if remember {
+        lookup::remember(key, svc, id, closing);
+    } else {
+        stats::reason(Reason::Unremembered);
+    }
     id
 }
 

@@ -111,3 +111,11 @@ pub static NAT_CONFIG: Array<lb_common::nat::NatConfig> = Array::pinned(1, 0);
 // A NAT job's keys and rewrites, off the stack.
 #[map]
 pub static NAT_SCRATCH: PerCpuArray<crate::nat::Work> = PerCpuArray::with_max_entries(1, 0);
+
+// What the data plane needs of the whole config.
+#[map]
+pub static CONFIG: Array<lb_common::DataplaneConfig> = Array::pinned(1, 0);
+
+// New flows remembered this second, per CPU (the flood limit).
+#[map]
+pub static NEW_FLOWS: PerCpuArray<lb_common::RateWindow> = PerCpuArray::pinned(1, 0);

@@ -62,6 +62,8 @@ impl Harness {
             loader::program(&mut ebpf, p).with_context(|| format!("verifying {p}"))?;
         }
         let mut dp = Writer::new(&mut ebpf, sizes)?;
+        // Flow events on (the sync ring tests read them), no flood limit.
+        dp.write_limits(0, true)?;
         // Test frames are sent to the balancer's MAC.
         dp.write_interfaces(&[Some(lb_user::agent::neigh::LinkInfo {
             ifindex: 0,
@@ -163,6 +165,17 @@ impl Harness {
         let m: HashMap<&MapData, FlowKey, FlowValue> =
             HashMap::try_from(self.ebpf.map(names::FLOWS)?).ok()?;
         m.get(key, 0).ok()
+    }
+
+    /// Read and drop every flow event the ring holds: how many.
+    pub fn drain_events(&mut self) -> Result<usize> {
+        let mut ring =
+            aya::maps::RingBuf::try_from(self.ebpf.map_mut(names::FLOW_EVENTS).context("map")?)?;
+        let mut n = 0;
+        while ring.next().is_some() {
+            n += 1;
+        }
+        Ok(n)
     }
 
     pub fn clear_flows(&mut self) -> Result<()> {

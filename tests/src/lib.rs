@@ -4,6 +4,7 @@
 
 pub mod bpf;
 pub mod fib;
+pub mod flood;
 pub mod frame;
 pub mod held;
 pub mod http;

@@ -796,3 +796,62 @@ fn a_full_sync_ring_loses_only_sync_reports_never_packets() {
     assert!(lost > 0 && lost < n as u64, "sync reports lost: {lost}");
     assert_eq!(r[Reason::FwdFlowMiss as usize], n as u64);
 }
+
+#[test]
+fn over_the_new_flow_limit_flows_are_placed_by_hash_and_not_remembered() {
+    if !require::root("over_the_new_flow_limit_flows_are_placed_by_hash_and_not_remembered") {
+        return;
+    }
+    let mut h = Harness::new(TEST_SIZES).expect("the XDP object loads and passes the verifier");
+    // wrr: a SYN's scheduler choice differs from its hash placement, so a
+    // flow's later packets could only agree with an unremembered SYN if
+    // both are placed by hash.
+    let mut s = service(
+        "203.0.113.30:80/tcp",
+        vec![
+            backend("198.51.100.11", 1, Some(M1)),
+            backend("198.51.100.12", 1, Some(M2)),
+            backend("198.51.100.13", 1, Some(M3)),
+        ],
+    );
+    s.scheduler = Scheduler::Wrr;
+    h.dp.apply(&[s]).unwrap();
+    h.dp.write_limits(5, false).unwrap();
+    let mut first = Vec::new();
+    for p in 0..40u16 {
+        let syn = Frame::tcp("198.51.100.2", 42000 + p, "203.0.113.30", 80).build();
+        let (v, out) = h.run(lb_common::names::PROG_LB, &syn).unwrap();
+        assert_eq!(v, XDP_TX, "every new flow is forwarded");
+        first.push(out[..6].to_vec());
+    }
+    let remembered = (0..40u16)
+        .filter(|p| {
+            h.flow(&flow_key("198.51.100.2", 42000 + p, "203.0.113.30", 80))
+                .is_some()
+        })
+        .count();
+    assert_eq!(remembered, 5, "only this second's five are remembered");
+    assert_eq!(h.reasons().unwrap()[Reason::Unremembered as usize], 35);
+    // Every flow's next packet reaches the backend its SYN reached.
+    for p in 0..40u16 {
+        let ack = Frame {
+            tcp_flags: ACK,
+            ..Frame::tcp("198.51.100.2", 42000 + p, "203.0.113.30", 80)
+        }
+        .build();
+        let (v, out) = h.run(lb_common::names::PROG_LB, &ack).unwrap();
+        assert_eq!(
+            (v, out[..6].to_vec()),
+            (XDP_TX, first[p as usize].clone()),
+            "flow {p}"
+        );
+    }
+    // The limit off: new flows are remembered again.
+    h.dp.write_limits(0, false).unwrap();
+    let syn = Frame::tcp("198.51.100.2", 43000, "203.0.113.30", 80).build();
+    h.run(lb_common::names::PROG_LB, &syn).unwrap();
+    assert!(
+        h.flow(&flow_key("198.51.100.2", 43000, "203.0.113.30", 80))
+            .is_some()
+    );
+}

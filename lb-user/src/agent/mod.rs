@@ -254,6 +254,7 @@ fn load_and_attach(
     let mut dp = Writer::new(&mut bpf, sizes)?;
     // Before the program runs: a tunnel service's first packet needs it.
     dp.write_tunnel(&cfg.agent.tunnel.record())?;
+    dp.write_limits(cfg.agent.new_flows_per_cpu, cfg.sync.is_some())?;
     if cfg.services.iter().any(|s| s.forward.routed()) {
         for interface in cfg.agent.interfaces() {
             forward_on(interface)?;

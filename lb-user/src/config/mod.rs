@@ -73,6 +73,9 @@ pub struct Agent {
     /// there too (the backends' replies arrive there).
     pub backend_interface: Option<String>,
     pub nat: NatCfg,
+    /// New flows each CPU remembers per second; above it they are placed
+    /// by hash and not remembered (a SYN flood evicts nothing). 0: no limit.
+    pub new_flows_per_cpu: u32,
 }
 
 impl Agent {
@@ -356,6 +359,13 @@ impl Validator<'_> {
             api,
             tunnel,
             nat,
+            new_flows_per_cpu: self.int(
+                &a.new_flows_per_cpu,
+                lb_common::DEFAULT_NEW_FLOWS_PER_CPU,
+                0,
+                100_000_000,
+                "new_flows_per_cpu",
+            )?,
             backend_interface: a.backend_interface.map(Spanned::into_inner),
             interface: interface.into_inner(),
             pin_dir: a

@@ -49,6 +49,8 @@ pub struct RawAgent {
     pub nat_tcp_timeout: Option<Spanned<String>>,
     pub nat_tcp_fin_timeout: Option<Spanned<String>>,
     pub nat_udp_timeout: Option<Spanned<String>>,
+    /// New flows each CPU remembers per second (0: no limit).
+    pub new_flows_per_cpu: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

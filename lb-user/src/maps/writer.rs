@@ -96,6 +96,9 @@ pub struct Writer {
     slot_sums: Array<MapData, u64>,
     tunnel: Array<MapData, Tunnel>,
     nat_config: Array<MapData, lb_common::nat::NatConfig>,
+    config: Array<MapData, lb_common::DataplaneConfig>,
+    /// What CONFIG holds.
+    dataplane: lb_common::DataplaneConfig,
     sync_stats: Array<MapData, lb_common::sync::SyncPeerStats>,
     /// Backend id -> (service key, service id, address).
     names: StdHashMap<u32, (ServiceKey, u32, IpAddr)>,
@@ -136,6 +139,8 @@ impl Writer {
             slot_sums: take(ebpf, names::SLOT_SUMS)?,
             tunnel: take(ebpf, names::TUNNEL)?,
             nat_config: take(ebpf, names::NAT_CONFIG)?,
+            config: take(ebpf, names::CONFIG)?,
+            dataplane: lb_common::DataplaneConfig::default(),
             sync_stats: take(ebpf, names::SYNC_STATS)?,
             names: StdHashMap::new(),
             checks: CheckPorts::new(
@@ -151,6 +156,10 @@ impl Writer {
             vrrp_written: [VrrpStatus::default(); MAX_VRRP as usize],
             writes: AgentStats::default(),
         };
+        dp.dataplane = dp
+            .config
+            .get(&0, 0)
+            .map_err(|e| WriteError::Map(names::CONFIG, e))?;
         dp.adopt()?;
         dp.rebuild_names();
         // A previous agent's instances would read as live ones.
@@ -299,6 +308,12 @@ impl Writer {
     }
 
     pub fn apply(&mut self, desired: &[DesiredService]) -> Result<()> {
+        // An all-ports service is looked up only when CONFIG says one
+        // exists: said before it is added, unsaid after it is removed.
+        let all_ports = desired.iter().any(|d| d.key.port == 0);
+        if all_ports {
+            self.set_dataplane_flag(lb_common::CFG_ALL_PORTS, true)?;
+        }
         let wanted: BTreeSet<ServiceKey> = desired.iter().map(|d| d.key).collect();
         let gone: Vec<ServiceKey> = self
             .services
@@ -317,6 +332,9 @@ impl Writer {
         self.checks.sync(desired, |d, addr| {
             services.get(&d.key)?.backends.get(&addr).map(|(id, _)| *id)
         })?;
+        if !all_ports {
+            self.set_dataplane_flag(lb_common::CFG_ALL_PORTS, false)?;
+        }
         // Only called when the desired state changed: cheap enough.
         self.rebuild_names();
         if self.writes != before {
@@ -574,6 +592,35 @@ impl Writer {
             if self.own_mac.get(&i, 0).map_err(map_err)? != want {
                 self.own_mac.set(i, want, 0).map_err(map_err)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The new-flow limit per CPU (0: none) and whether flows are synced
+    /// (reported to the agent at all).
+    pub fn write_limits(&mut self, new_flows_per_cpu: u32, sync: bool) -> Result<()> {
+        let mut c = self.dataplane;
+        c.new_flows_per_cpu = new_flows_per_cpu;
+        c.flags = if sync {
+            c.flags | lb_common::CFG_SYNC
+        } else {
+            c.flags & !lb_common::CFG_SYNC
+        };
+        self.write_dataplane(c)
+    }
+
+    fn set_dataplane_flag(&mut self, flag: u32, on: bool) -> Result<()> {
+        let mut c = self.dataplane;
+        c.flags = if on { c.flags | flag } else { c.flags & !flag };
+        self.write_dataplane(c)
+    }
+
+    fn write_dataplane(&mut self, c: lb_common::DataplaneConfig) -> Result<()> {
+        if c != self.dataplane {
+            self.config
+                .set(0, c, 0)
+                .map_err(|e| WriteError::Map(names::CONFIG, e))?;
+            self.dataplane = c;
         }
         Ok(())
     }

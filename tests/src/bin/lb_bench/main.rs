@@ -117,11 +117,16 @@ fn packets_and_tables() -> Result<()> {
         "lb: established flow",
         "lb: new flow (SYN)",
         "lb: non-VIP packet",
+        "lb: new flow, [sync] on",
+        "lb: new flow over the limit",
     ];
     let mut per_call: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut net: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let ns = |d: std::time::Duration| d.as_nanos() as f64 / FRAMES as f64;
     for _ in 0..ROUNDS {
+        // The agent's defaults without [sync]: no flow events, and a
+        // new-flow limit no bench round reaches.
+        h.dp.write_limits(0, false)?;
         h.clear_flows()?;
         let new_flow = ns(h.time_runs(names::PROG_LB, &syn)?);
         // Now every flow is in the table: the same 5-tuples again are established.
@@ -129,7 +134,17 @@ fn packets_and_tables() -> Result<()> {
         let empty = ns(h.time_runs(names::PROG_XDP_PASS, &udp)?);
         let floor = ns(h.time_runs(names::PROG_BENCH_FLOOR, &udp)?);
         let nonvip = ns(h.time_runs(names::PROG_LB, &non_vip)?);
-        for (i, v) in [empty, floor, established, new_flow, nonvip]
+        // With [sync]: each new flow reported (the ring drained first).
+        h.dp.write_limits(0, true)?;
+        h.clear_flows()?;
+        h.drain_events()?;
+        let synced = ns(h.time_runs(names::PROG_LB, &syn)?);
+        // A flood: every new flow over this CPU's limit (placed by hash,
+        // not remembered).
+        h.dp.write_limits(1, false)?;
+        h.clear_flows()?;
+        let flood = ns(h.time_runs(names::PROG_LB, &syn)?);
+        for (i, v) in [empty, floor, established, new_flow, nonvip, synced, flood]
             .into_iter()
             .enumerate()
         {
