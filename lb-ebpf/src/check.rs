@@ -47,11 +47,7 @@ pub fn reply(ctx: &XdpContext, p: &Parsed) -> Option<u32> {
         return None;
     }
     let eth = ptr_mut::<EthHdr>(ctx, 0).ok()?;
-    // SAFETY: ptr_mut checked the bounds.
-    unsafe {
-        (*eth).dst_addr = path.ns_mac;
-        (*eth).src_addr = path.our_mac;
-    }
+    forward::set_macs(eth, &path.ns_mac, &path.our_mac);
     stats::reason(Reason::FwdCheck);
     Some(
         DEVMAP

@@ -18,12 +18,24 @@ pub fn direct(ctx: &XdpContext, b: &Backend) -> u32 {
     let Ok(eth) = ptr_mut::<EthHdr>(ctx, 0) else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: ptr_mut checked the bounds.
-    unsafe {
-        (*eth).dst_addr = b.mac;
-        (*eth).src_addr = b.src_mac;
-    }
+    set_macs(eth, &b.mac, &b.src_mac);
     out(ctx, b.ifindex)
+}
+
+/// Write a frame's destination and source MACs as six 16-bit stores: a
+/// plain 6-byte array assignment to packet memory compiles to a call of
+/// a byte-by-byte memmove on BPF.
+#[inline(always)]
+pub fn set_macs(eth: *mut EthHdr, dst: &[u8; 6], src: &[u8; 6]) {
+    let p = eth as *mut u16;
+    let w = |m: &[u8; 6], i: usize| u16::from_ne_bytes([m[2 * i], m[2 * i + 1]]);
+    // SAFETY: the caller checked the 14-byte header's bounds.
+    unsafe {
+        for i in 0..3 {
+            p.add(i).write_unaligned(w(dst, i));
+            p.add(3 + i).write_unaligned(w(src, i));
+        }
+    }
 }
 
 /// XDP_TX when `ifindex` is the ingress interface (or unknown), else a
@@ -66,11 +78,8 @@ pub fn write_l2(
     ether_type: u16,
 ) -> Result<(), Reason> {
     let eth = ptr_mut::<EthHdr>(ctx, 0)?;
+    set_macs(eth, dst, src);
     // SAFETY: ptr_mut checked the bounds of each header written.
-    unsafe {
-        (*eth).dst_addr = *dst;
-        (*eth).src_addr = *src;
-    }
     match tci {
         Some(tci) if l3_off == EthHdr::LEN + VlanHdr::LEN => {
             let vlan = ptr_mut::<VlanHdr>(ctx, EthHdr::LEN)?;

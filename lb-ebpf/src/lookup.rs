@@ -76,7 +76,7 @@ pub fn service(key: &FlowKey) -> Option<ServiceMeta> {
         return Some(*m);
     }
     // The all-ports lookup only when some service has every port.
-    if !config().is_some_and(|c| c.flags & CFG_ALL_PORTS != 0) {
+    if config().is_none_or(|c| c.flags & CFG_ALL_PORTS == 0) {
         return None;
     }
     sk.port = 0;
@@ -170,19 +170,23 @@ pub fn remember(key: &FlowKey, svc: &ServiceMeta, id: u32, closing: bool) {
 #[inline(always)]
 pub fn report(key: &FlowKey, backend: u32, service: u32, nat: u32, kind: u8) {
     // Nobody to tell without peers: the ring costs ~100 ns a flow.
-    if !config().is_some_and(|c| c.flags & CFG_SYNC != 0) {
+    if config().is_none_or(|c| c.flags & CFG_SYNC == 0) {
         return;
     }
     match FLOW_EVENTS.reserve::<FlowEvent>(0) {
         Some(mut e) => {
-            e.write(FlowEvent {
-                key: *key,
-                backend,
-                service,
-                kind,
-                _pad: [0; 3],
-                nat,
-            });
+            // Field by field: a whole-struct write compiles to memmove and
+            // memset calls on BPF.
+            let p = e.as_mut_ptr();
+            // SAFETY: the reserved entry, ours until submitted.
+            unsafe {
+                (*p).key = *key;
+                (*p).backend = backend;
+                (*p).service = service;
+                (*p).kind = kind;
+                (*p)._pad = [0; 3];
+                (*p).nat = nat;
+            }
             e.submit(0);
         }
         None => crate::stats::reason(lb_common::Reason::SyncDropped),

@@ -292,11 +292,8 @@ fn send(ctx: &XdpContext, l3: usize, v6: bool, from: &FlowKey, to: &Rewrite) -> 
         return Err((Reason::PassFibMiss, PASS));
     };
     let eth = ptr_mut::<EthHdr>(ctx, 0).map_err(|r| (r, DROP))?;
-    // SAFETY: ptr_mut checked the bounds; the 802.1Q tag, if any, stays.
-    unsafe {
-        (*eth).dst_addr = hop.dmac;
-        (*eth).src_addr = hop.smac;
-    }
+    // The 802.1Q tag, if any, stays.
+    crate::forward::set_macs(eth, &hop.dmac, &hop.smac);
     Ok(crate::forward::out(ctx, hop.ifindex))
 }
 
@@ -506,11 +503,7 @@ fn icmp(ctx: &XdpContext) -> Verdict {
     set_addrs(ctx, l3, v6, osrc, odst, outer_d).map_err(drop)?;
     let hop = hop.map_err(|_| pass(Reason::PassFibMiss))?;
     let eth = ptr_mut::<EthHdr>(ctx, 0).map_err(drop)?;
-    // SAFETY: ptr_mut checked the bounds.
-    unsafe {
-        (*eth).dst_addr = hop.dmac;
-        (*eth).src_addr = hop.smac;
-    }
+    crate::forward::set_macs(eth, &hop.dmac, &hop.smac);
     Ok(crate::forward::out(ctx, hop.ifindex))
 }
 

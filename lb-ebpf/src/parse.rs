@@ -60,6 +60,20 @@ pub struct Parsed {
     pub l3_off: usize,
 }
 
+/// Copy 16 bytes (an IPv6 address) as four 32-bit loads and stores: a
+/// `[u8; 16]` assignment from packet memory compiles to a call of a
+/// byte-by-byte memmove on BPF.
+#[inline(always)]
+pub fn copy16(dst: &mut [u8; 16], src: *const [u8; 16]) {
+    let (s, d) = (src as *const u32, dst.as_mut_ptr() as *mut u32);
+    // SAFETY: both are 16 bytes; unaligned accesses are allowed.
+    unsafe {
+        for i in 0..4 {
+            d.add(i).write_unaligned(s.add(i).read_unaligned());
+        }
+    }
+}
+
 /// A `*const T` at `off`, if all of it lies inside the frame.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*const T, Reason> {
@@ -280,8 +294,8 @@ pub fn ipv6(
         return Err(Reason::PassIpv6Ext);
     }
     unsafe {
-        key.src = (*ip).src_addr;
-        key.dst = (*ip).dst_addr;
+        copy16(&mut key.src, &(*ip).src_addr);
+        copy16(&mut key.dst, &(*ip).dst_addr);
     }
     key.family = FAMILY_V6;
     Ok(Ip {

@@ -62,6 +62,11 @@ fn main() -> Result<()> {
     if args.iter().any(|a| a == "--sync-only") {
         return sync::run();
     }
+    if let Some(i) = args.iter().position(|a| a == "--profile") {
+        let case = args.get(i + 1).map_or("established", String::as_str);
+        let secs = args.get(i + 2).map_or(Ok(10), |s| s.parse())?;
+        return profile(case, secs);
+    }
     if !args.iter().any(|a| a == "--health-only") {
         packets_and_tables()?;
         if args.iter().any(|a| a == "--packets-only") {
@@ -70,6 +75,63 @@ fn main() -> Result<()> {
         sync::run()?;
     }
     health::run(health_secs)
+}
+
+/// Run one case's frames through the program for `secs`, for a profiler
+/// (`perf record -e cpu-clock -a`) to sample meanwhile.
+fn profile(case: &str, secs: u64) -> Result<()> {
+    let mut h = Harness::new(lb_user::maps::Sizes {
+        flows: 1 << 17,
+        ..TEST_SIZES
+    })?;
+    h.dp.write_limits(0, false)?;
+    let backends: Vec<DesiredBackend> = (0..10)
+        .map(|i| DesiredBackend {
+            port: 0,
+            addr: format!("198.51.100.{}", 11 + i).parse().unwrap(),
+            weight: 1,
+            ifindex: 1,
+            src_mac: LB_MAC,
+            mac: Some([2, 0, 0, 0, 0, 0x11 + i as u8]),
+            via: None,
+            check_port: None,
+            healthy: true,
+            effective: 1000,
+            warming: false,
+            rtt_ms: 0,
+        })
+        .collect();
+    h.dp.apply(&[DesiredService {
+        key: addr::parse_service_name("203.0.113.10:80/tcp").unwrap(),
+        scheduler: Scheduler::Maglev,
+        forward: Forward::Dr,
+        hash: HashFields::FiveTuple,
+        standby: false,
+        virtual_nodes: 160,
+        backends,
+    }])?;
+    let frames = match case {
+        "syn" => frames("203.0.113.10", lb_tests::frame::SYN),
+        "nonvip" => frames("198.51.100.5", ACK),
+        _ => {
+            h.time_runs(
+                names::PROG_LB,
+                &frames("203.0.113.10", lb_tests::frame::SYN),
+            )?;
+            frames("203.0.113.10", ACK)
+        }
+    };
+    let t0 = Instant::now();
+    let mut runs = 0u64;
+    while t0.elapsed().as_secs() < secs {
+        if case == "syn" {
+            h.clear_flows()?;
+        }
+        h.time_runs(names::PROG_LB, &frames)?;
+        runs += frames.len() as u64;
+    }
+    println!("{case}: {runs} runs in {secs} s");
+    Ok(())
 }
 
 fn packets_and_tables() -> Result<()> {
@@ -172,6 +234,7 @@ fn packets_and_tables() -> Result<()> {
 
     tunnels(&mut h, &backends)?;
 
+    h.dp.write_limits(0, false)?;
     println!("\nNew flow (SYN) per scheduler, 10 backends, net ns/packet min/med/max:");
     for sched in Scheduler::ALL {
         let name = sched.name();
