@@ -5,6 +5,7 @@
 //! reject stack reads).
 #![no_std]
 
+pub mod bench;
 pub mod check;
 pub mod decap;
 pub mod hash;

@@ -67,8 +67,13 @@ pub const CONFIG: &str = "CONFIG";
 /// Per-CPU RateWindow: new flows remembered this second.
 pub const NEW_FLOWS: &str = "NEW_FLOWS";
 
+/// The forwarding-path benchmark's generator state (per CPU) and sink
+/// counter (per CPU); never used by the balancer.
+pub const GEN: &str = "GEN";
+pub const SINK_COUNT: &str = "SINK_COUNT";
+
 /// Every map, in the order `lb show` and cleanup walk them.
-pub const ALL_MAPS: [&str; 25] = [
+pub const ALL_MAPS: [&str; 27] = [
     SERVICES,
     FLOWS,
     TABLES,
@@ -94,6 +99,8 @@ pub const ALL_MAPS: [&str; 25] = [
     NAT_CONFIG,
     CONFIG,
     NEW_FLOWS,
+    GEN,
+    SINK_COUNT,
 ];
 
 /// The XDP entry point.
@@ -103,6 +110,9 @@ pub const PROG_LB: &str = "lb_xdp";
 pub const PROG_XDP_PASS: &str = "xdp_pass";
 /// Benchmark floor: parse to L4 and XDP_TX.
 pub const PROG_BENCH_FLOOR: &str = "bench_floor";
+/// The forwarding-path benchmark's frame generator (live frames) and sink.
+pub const PROG_BENCH_GEN: &str = "bench_gen";
+pub const PROG_BENCH_SINK: &str = "bench_sink";
 
 /// On the check namespace's veth: forwards dataplane checks to their backend.
 pub const PROG_CHECK_OUT: &str = "lb_check_out";

@@ -5,6 +5,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod bench;
 mod check;
 mod fib;
 mod forward;
@@ -210,6 +211,18 @@ pub fn bench_floor(ctx: XdpContext) -> u32 {
         Ok(_) => forward::swap_macs(&ctx),
         Err(_) => xdp_action::XDP_PASS,
     }
+}
+
+/// Forwarding-path benchmark: the next flow's frame, sent (live frames).
+#[xdp]
+pub fn bench_gen(ctx: XdpContext) -> u32 {
+    bench::generate(&ctx)
+}
+
+/// Forwarding-path benchmark: count and drop.
+#[xdp]
+pub fn bench_sink(_ctx: XdpContext) -> u32 {
+    bench::sink()
 }
 
 /// Never loaded: it names the user-space-only maps (HEALTH, VRRP,

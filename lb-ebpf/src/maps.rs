@@ -119,3 +119,10 @@ pub static CONFIG: Array<lb_common::DataplaneConfig> = Array::pinned(1, 0);
 // New flows remembered this second, per CPU (the flood limit).
 #[map]
 pub static NEW_FLOWS: PerCpuArray<lb_common::RateWindow> = PerCpuArray::pinned(1, 0);
+
+// The forwarding-path benchmark's generator state and sink counter.
+#[map]
+pub static GEN: PerCpuArray<lb_common::bench::GenState> = PerCpuArray::pinned(1, 0);
+
+#[map]
+pub static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);

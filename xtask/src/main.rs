@@ -53,7 +53,9 @@ enum Cmd {
     /// Benchmarks: XDP ns/packet against an empty and a floor program (DR
     /// and tunnels), Maglev build times, flow-sync lag and CPU
     /// (--sync-only), agent CPU checking 1,000 backends (--health-secs N,
-    /// --health-only); --packets-only stops after the XDP and table figures.
+    /// --health-only); --packets-only stops after the XDP and table figures;
+    /// --lab measures packets per second through a forwarding path in
+    /// namespaces (ours, nftables DNAT, kernel forwarding).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

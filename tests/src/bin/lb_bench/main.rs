@@ -9,6 +9,7 @@
 //! and noisy: rounds are interleaved and reported as min/median/max.
 
 mod health;
+mod lab;
 mod sync;
 
 use std::time::Instant;
@@ -61,6 +62,9 @@ fn main() -> Result<()> {
         .map_or(Ok(30), |v| v.parse())?;
     if args.iter().any(|a| a == "--sync-only") {
         return sync::run();
+    }
+    if args.iter().any(|a| a == "--lab") {
+        return lab::run();
     }
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         let case = args.get(i + 1).map_or("established", String::as_str);
@@ -214,6 +218,7 @@ fn packets_and_tables() -> Result<()> {
             net[i].push(v - empty);
         }
     }
+    println!("Machine: {}", lab::machine());
     println!(
         "XDP per-packet cost via BPF_PROG_TEST_RUN: {FRAMES} distinct frames x repeat=1, {ROUNDS} rounds"
     );
