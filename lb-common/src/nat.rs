@@ -103,9 +103,8 @@ impl NatConfig {
             return Some(self.snat6[i]);
         }
         let a = self.snat4[i];
-        let mut out = [0u8; 16];
-        out[..4].copy_from_slice(&a);
-        Some(out)
+        // A literal, not a zeroed array filled in: that is a memset call on BPF.
+        Some([a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     }
 
     /// Source addresses of a family.

@@ -184,7 +184,9 @@ pub fn report(key: &FlowKey, backend: u32, service: u32, nat: u32, kind: u8) {
                 (*p).backend = backend;
                 (*p).service = service;
                 (*p).kind = kind;
-                (*p)._pad = [0; 3];
+                (*p)._pad[0] = 0;
+                (*p)._pad[1] = 0;
+                (*p)._pad[2] = 0;
                 (*p).nat = nat;
             }
             e.submit(0);

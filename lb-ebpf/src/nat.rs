@@ -196,8 +196,8 @@ const NO_PORT: u64 = u64::MAX;
 /// reverse entry is free: the NAT map is the allocator (an insert that must
 /// not replace is atomic across CPUs), probing from the flow's hash. Stored
 /// in the flow's FLOWS entry and reported for sync. NO_PORT if none is
-/// free. Its own BPF function (its probe loop is verified once).
-#[inline(never)]
+/// free.
+#[inline(always)]
 fn allocate(w: &mut Work, id: u32, b: &lb_common::Backend, cfg: &NatConfig) -> u64 {
     let v6 = w.key.family == FAMILY_V6;
     let (addrs, ports) = (cfg.count(v6), cfg.ports());
@@ -351,8 +351,8 @@ fn set_addrs(
     if v6 {
         let h = ptr_mut::<Ipv6Hdr>(ctx, l3)?;
         unsafe {
-            (*h).src_addr = *src;
-            (*h).dst_addr = *dst;
+            crate::parse::copy16(&mut (*h).src_addr, src);
+            crate::parse::copy16(&mut (*h).dst_addr, dst);
         }
     } else {
         let h = ptr_mut::<Ipv4Hdr>(ctx, l3)?;
@@ -543,8 +543,8 @@ fn quoted(ctx: &XdpContext, off: usize, v6: bool, key: &mut FlowKey) -> Result<u
         let ip = ptr_at::<Ipv6Hdr>(ctx, off)?;
         // SAFETY: ptr_at checked the bounds.
         unsafe {
-            key.src = (*ip).src_addr;
-            key.dst = (*ip).dst_addr;
+            crate::parse::copy16(&mut key.src, &(*ip).src_addr);
+            crate::parse::copy16(&mut key.dst, &(*ip).dst_addr);
             key.proto = (*ip).next_hdr;
         }
         key.family = FAMILY_V6;

@@ -64,8 +64,8 @@ pub struct Parsed {
 /// `[u8; 16]` assignment from packet memory compiles to a call of a
 /// byte-by-byte memmove on BPF.
 #[inline(always)]
-pub fn copy16(dst: &mut [u8; 16], src: *const [u8; 16]) {
-    let (s, d) = (src as *const u32, dst.as_mut_ptr() as *mut u32);
+pub fn copy16(dst: *mut [u8; 16], src: *const [u8; 16]) {
+    let (s, d) = (src as *const u32, dst as *mut u32);
     // SAFETY: both are 16 bytes; unaligned accesses are allowed.
     unsafe {
         for i in 0..4 {
