@@ -95,7 +95,7 @@ fn word(a: &[u8; 16], i: usize) -> u32 {
     u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]])
 }
 
-const _: () = assert!(size_of::<FibParams>() % 8 == 0);
+const _: () = assert!(size_of::<FibParams>().is_multiple_of(8));
 
 impl Miss {
     /// The reason a pass or drop for this miss is counted under.
