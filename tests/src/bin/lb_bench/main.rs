@@ -81,6 +81,39 @@ fn main() -> Result<()> {
     health::run(health_secs)
 }
 
+/// Ten DR backends of weights 1, 2, 3, 1, ... on "interface 1".
+fn dr_backends() -> Vec<DesiredBackend> {
+    (0..10)
+        .map(|i| DesiredBackend {
+            port: 0,
+            addr: format!("198.51.100.{}", 11 + i).parse().unwrap(),
+            weight: 1 + i % 3,
+            ifindex: 1,
+            src_mac: LB_MAC,
+            mac: Some([2, 0, 0, 0, 0, 0x11 + i as u8]),
+            via: None,
+            check_port: None,
+            healthy: true,
+            effective: (1 + i % 3) * 1000,
+            warming: false,
+            rtt_ms: 0,
+        })
+        .collect()
+}
+
+/// The bench's VIP, 203.0.113.10:80/tcp, by direct routing.
+fn dr_service(scheduler: Scheduler, backends: Vec<DesiredBackend>) -> DesiredService {
+    DesiredService {
+        key: addr::parse_service_name("203.0.113.10:80/tcp").unwrap(),
+        scheduler,
+        forward: Forward::Dr,
+        hash: HashFields::FiveTuple,
+        standby: false,
+        virtual_nodes: 160,
+        backends,
+    }
+}
+
 /// Run one case's frames through the program for `secs`, for a profiler
 /// (`perf record -e cpu-clock -a`) to sample meanwhile.
 fn profile(case: &str, secs: u64) -> Result<()> {
@@ -89,31 +122,7 @@ fn profile(case: &str, secs: u64) -> Result<()> {
         ..TEST_SIZES
     })?;
     h.dp.write_limits(0, false)?;
-    let backends: Vec<DesiredBackend> = (0..10)
-        .map(|i| DesiredBackend {
-            port: 0,
-            addr: format!("198.51.100.{}", 11 + i).parse().unwrap(),
-            weight: 1,
-            ifindex: 1,
-            src_mac: LB_MAC,
-            mac: Some([2, 0, 0, 0, 0, 0x11 + i as u8]),
-            via: None,
-            check_port: None,
-            healthy: true,
-            effective: 1000,
-            warming: false,
-            rtt_ms: 0,
-        })
-        .collect();
-    h.dp.apply(&[DesiredService {
-        key: addr::parse_service_name("203.0.113.10:80/tcp").unwrap(),
-        scheduler: Scheduler::Maglev,
-        forward: Forward::Dr,
-        hash: HashFields::FiveTuple,
-        standby: false,
-        virtual_nodes: 160,
-        backends,
-    }])?;
+    h.dp.apply(&[dr_service(Scheduler::Maglev, dr_backends())])?;
     let frames = match case {
         "syn" => frames("203.0.113.10", lb_tests::frame::SYN),
         "nonvip" => frames("198.51.100.5", ACK),
@@ -144,31 +153,8 @@ fn packets_and_tables() -> Result<()> {
         ..TEST_SIZES
     };
     let mut h = Harness::new(sizes)?;
-    let backends: Vec<DesiredBackend> = (0..10)
-        .map(|i| DesiredBackend {
-            port: 0,
-            addr: format!("198.51.100.{}", 11 + i).parse().unwrap(),
-            weight: 1 + i % 3,
-            ifindex: 1,
-            src_mac: LB_MAC,
-            mac: Some([2, 0, 0, 0, 0, 0x11 + i as u8]),
-            via: None,
-            check_port: None,
-            healthy: true,
-            effective: (1 + i % 3) * 1000,
-            warming: false,
-            rtt_ms: 0,
-        })
-        .collect();
-    let service = |scheduler| DesiredService {
-        key: addr::parse_service_name("203.0.113.10:80/tcp").unwrap(),
-        scheduler,
-        forward: Forward::Dr,
-        hash: HashFields::FiveTuple,
-        standby: false,
-        virtual_nodes: 160,
-        backends: backends.clone(),
-    };
+    let backends = dr_backends();
+    let service = |scheduler| dr_service(scheduler, backends.clone());
     h.dp.apply(&[service(Scheduler::Maglev)])?;
     let syn = frames("203.0.113.10", lb_tests::frame::SYN);
     let ack = frames("203.0.113.10", ACK);
