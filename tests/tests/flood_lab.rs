@@ -53,6 +53,7 @@ fn established_connections_survive_a_syn_flood() {
         .unwrap_or_else(|e| panic!("not served: {e}\n{}", lab.log("lb1")));
     let mut held = Held::open(&lab.ns("c"), vip(), 20).unwrap();
     let (c, lb1) = (mac(&lab.mac("c").unwrap()), mac(&lab.mac("lb1").unwrap()));
+    let t0 = std::time::Instant::now();
     let sent = syn_flood(
         &lab.ns("c"),
         "eth0",
@@ -93,9 +94,12 @@ fn established_connections_survive_a_syn_flood() {
         20 - failed - moved
     );
     assert!(held_flows >= 20, "the held flows are remembered: {fl:#}");
+    // At most 200 a second per CPU were remembered while it lasted.
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let allowed = 200 * cpus * (t0.elapsed().as_secs() as usize + 2) + 20;
     assert!(
-        flows < 1500,
-        "{flows} flows remembered: the flood churned the table"
+        flows <= allowed.min(4000),
+        "{flows} flows remembered (allowed {allowed}): the flood churned the table"
     );
     assert_eq!(sent, 100_000, "the whole flood was sent");
     assert_eq!(
