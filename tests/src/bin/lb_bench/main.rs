@@ -224,6 +224,7 @@ fn packets_and_tables() -> Result<()> {
     }
 
     tunnels(&mut h, &backends)?;
+    table_sizes(&backends)?;
 
     h.dp.write_limits(0, false)?;
     println!("\nNew flow (SYN) per scheduler, 10 backends, net ns/packet min/med/max:");
@@ -272,6 +273,43 @@ fn packets_and_tables() -> Result<()> {
             let (a, b, c) = stats(times);
             println!("  {n:>5} backends {name:<17} {a:>8.2} / {b:.2} / {c:.2}");
         }
+    }
+    Ok(())
+}
+
+/// The same DR cases with the flow table at the agent's default size
+/// (1,048,576) and at 4,194,304: a bigger table costs cache misses.
+fn table_sizes(backends: &[DesiredBackend]) -> Result<()> {
+    println!(
+        "\nFlow table size (DR, Maglev; the rows above use 131,072), net ns/packet min/med/max:"
+    );
+    let syn = frames("203.0.113.10", lb_tests::frame::SYN);
+    let ack = frames("203.0.113.10", ACK);
+    let udp: Vec<Vec<u8>> = (0..FRAMES)
+        .map(|i| Frame::udp(&client(i), 10_000 + i, "198.51.100.5", 53).build())
+        .collect();
+    let ns = |d: std::time::Duration| d.as_nanos() as f64 / FRAMES as f64;
+    for flows in [1u32 << 20, 1 << 22] {
+        let mut h = Harness::new(lb_user::maps::Sizes {
+            flows,
+            ..TEST_SIZES
+        })?;
+        h.dp.write_limits(0, false)?;
+        h.dp.apply(&[dr_service(Scheduler::Maglev, backends.to_vec())])?;
+        let (mut est, mut new) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            h.clear_flows()?;
+            let n = ns(h.time_runs(names::PROG_LB, &syn)?);
+            let e = ns(h.time_runs(names::PROG_LB, &ack)?);
+            let empty = ns(h.time_runs(names::PROG_XDP_PASS, &udp)?);
+            new.push(n - empty);
+            est.push(e - empty);
+        }
+        let (a, b, c) = stats(est);
+        let (x, y, z) = stats(new);
+        println!(
+            "  {flows:>9} flows: established {a:.0} / {b:.0} / {c:.0}, new flow (SYN) {x:.0} / {y:.0} / {z:.0}"
+        );
     }
     Ok(())
 }
