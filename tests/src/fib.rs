@@ -37,13 +37,7 @@ impl FibNet {
         }
         netns::sysctl(n, "net.ipv4.conf.up0.forwarding", "1")?;
         netns::sysctl(n, "net.ipv6.conf.up0.forwarding", "1")?;
-        let out = netns::ip(n, "-j link show up0")?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let text = v[0]["address"].as_str().context("up0's address")?;
-        let mut mac = [0u8; 6];
-        for (m, h) in mac.iter_mut().zip(text.split(':')) {
-            *m = u8::from_str_radix(h, 16)?;
-        }
+        let (_, mac) = netns::link(n, "up0")?;
         Ok(FibNet { ns, mac })
     }
 }

@@ -148,3 +148,20 @@ impl Drop for Netns {
         delete(&self.name);
     }
 }
+
+/// Interface `dev` of namespace `ns`: (ifindex, MAC), as `ip -j link` says.
+pub fn link(ns: &str, dev: &str) -> Result<(u32, [u8; 6])> {
+    let out = ip(ns, &format!("-j link show {dev}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let text = v[0]["address"]
+        .as_str()
+        .with_context(|| format!("{dev}'s address"))?;
+    let mut mac = [0u8; 6];
+    for (m, h) in mac.iter_mut().zip(text.split(':')) {
+        *m = u8::from_str_radix(h, 16)?;
+    }
+    let ifindex = v[0]["ifindex"]
+        .as_u64()
+        .with_context(|| format!("{dev}'s ifindex"))?;
+    Ok((ifindex as u32, mac))
+}

@@ -104,20 +104,11 @@ impl Drop for Lab {
 }
 
 fn mac_of(ns: &str, dev: &str) -> Result<[u8; 6]> {
-    let out = netns::ip(ns, &format!("-j link show {dev}"))?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let text = v[0]["address"].as_str().context("address")?;
-    let mut mac = [0u8; 6];
-    for (m, h) in mac.iter_mut().zip(text.split(':')) {
-        *m = u8::from_str_radix(h, 16)?;
-    }
-    Ok(mac)
+    Ok(netns::link(ns, dev)?.1)
 }
 
 fn ifindex_of(ns: &str, dev: &str) -> Result<u32> {
-    let out = netns::ip(ns, &format!("-j link show {dev}"))?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok(v[0]["ifindex"].as_u64().context("ifindex")? as u32)
+    Ok(netns::link(ns, dev)?.0)
 }
 
 /// The NAPI thread of `dev` in `ns` (threaded NAPI turned on), pinned to
