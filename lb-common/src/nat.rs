@@ -107,6 +107,15 @@ impl NatConfig {
         Some([a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     }
 
+    /// The source address of a full-NAT flow with 5-tuple hash `hash`: its
+    /// index and the address. The data plane picks it so, and a sync peer
+    /// finds the same one from the flow alone.
+    #[inline(always)]
+    pub fn source(&self, v6: bool, hash: u32) -> Option<(u32, [u8; 16])> {
+        let idx = hash.checked_rem(self.count(v6))?;
+        Some((idx, self.snat(v6, idx)?))
+    }
+
     /// Source addresses of a family.
     #[inline(always)]
     pub fn count(&self, v6: bool) -> u32 {

@@ -200,13 +200,12 @@ const NO_PORT: u64 = u64::MAX;
 #[inline(always)]
 fn allocate(w: &mut Work, id: u32, b: &lb_common::Backend, cfg: &NatConfig) -> u64 {
     let v6 = w.key.family == FAMILY_V6;
-    let (addrs, ports) = (cfg.count(v6), cfg.ports());
-    if addrs == 0 || ports == 0 {
+    let ports = cfg.ports();
+    if ports == 0 {
         return NO_PORT;
     }
     let hash = flow_hash(&w.key, HASH_5TUPLE);
-    let idx = hash % addrs;
-    let Some(src) = cfg.snat(v6, idx) else {
+    let Some((idx, src)) = cfg.source(v6, hash) else {
         return NO_PORT;
     };
     let service = b.service;

@@ -291,12 +291,8 @@ impl Link {
         let v6 = e.flow.family == lb_common::FAMILY_V6;
         let (mut packed, mut snat) = (0, None);
         if meta.forward == lb_common::FORWARD_FULLNAT {
-            let count = nat.count(v6);
-            if count == 0 || e.snat_port == 0 {
-                return 0;
-            }
-            let idx = lb_common::flow_hash(&e.flow, lb_common::HASH_5TUPLE) % count;
-            let Some(src) = nat.snat(v6, idx) else {
+            let hash = lb_common::flow_hash(&e.flow, lb_common::HASH_5TUPLE);
+            let Some((idx, src)) = nat.source(v6, hash).filter(|_| e.snat_port != 0) else {
                 return 0;
             };
             packed = snat_pack(idx, e.snat_port);
