@@ -70,7 +70,8 @@ impl NatEntry {
 }
 
 /// NAT_CONFIG's one value: full-NAT's sources and ports, written by the
-/// agent before the program sees a NAT service.
+/// agent before the program runs (whether any service translates is
+/// CONFIG's CFG_NAT).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct NatConfig {
@@ -81,10 +82,7 @@ pub struct NatConfig {
     /// Addresses configured per family.
     pub n4: u8,
     pub n6: u8,
-    /// 1 when any service translates: only then are replies and ICMP
-    /// errors looked up (other traffic pays nothing).
-    pub enabled: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 2],
 }
 
 impl NatConfig {

@@ -190,7 +190,7 @@ pub struct DataplaneConfig {
     /// flow table, so a flood cannot evict established flows (Katran's
     /// rule). 0: no limit.
     pub new_flows_per_cpu: u32,
-    /// CFG_ALL_PORTS | CFG_SYNC.
+    /// CFG_ALL_PORTS | CFG_SYNC | CFG_NAT.
     pub flags: u32,
 }
 
@@ -199,6 +199,9 @@ pub struct DataplaneConfig {
 pub const CFG_ALL_PORTS: u32 = 1;
 /// Flows are synced: report each one opened and closed.
 pub const CFG_SYNC: u32 = 1 << 1;
+/// Some service translates (NAT, full-NAT): backends' replies and ICMP
+/// errors are looked up (other traffic pays nothing).
+pub const CFG_NAT: u32 = 1 << 2;
 
 /// The default `new_flows_per_cpu`.
 pub const DEFAULT_NEW_FLOWS_PER_CPU: u32 = 50_000;

@@ -52,7 +52,7 @@ type Verdict = Result<u32, (Reason, u32)>;
 /// looked up).
 #[inline(always)]
 pub fn enabled() -> bool {
-    NAT_CONFIG.get(0).is_some_and(|c| c.enabled != 0)
+    lookup::config().is_some_and(|c| c.flags & lb_common::CFG_NAT != 0)
 }
 
 /// Run a NAT job: forward, reply or ICMP. The result reads as tunnel's

@@ -75,7 +75,7 @@ fn harness() -> Harness {
         ports: PORTS,
         ..Default::default()
     };
-    h.dp.write_nat(&nat.record(true)).expect("NAT_CONFIG");
+    h.dp.write_nat(&nat.record()).expect("NAT_CONFIG");
     h
 }
 

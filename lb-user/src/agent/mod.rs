@@ -255,6 +255,8 @@ fn load_and_attach(
     // Before the program runs: a tunnel service's first packet needs it.
     dp.write_tunnel(&cfg.agent.tunnel.record())?;
     dp.write_limits(cfg.agent.new_flows_per_cpu, cfg.sync.is_some())?;
+    // [agent] settings: they change only with a restart.
+    dp.write_nat(&cfg.agent.nat.record())?;
     if cfg.services.iter().any(|s| s.forward.routed()) {
         for interface in cfg.agent.interfaces() {
             forward_on(interface)?;
@@ -688,10 +690,6 @@ impl Agent {
             .collect();
         if let Err(e) = self.dp.write_interfaces(&links) {
             tracing::warn!(error = %e, "writing the interfaces' MACs failed");
-        }
-        let nat = self.cfg.services.iter().any(|s| s.forward.nat());
-        if let Err(e) = self.dp.write_nat(&self.cfg.agent.nat.record(nat)) {
-            tracing::warn!(error = %e, "writing the NAT settings failed");
         }
         let down: BTreeSet<String> = self
             .last

@@ -167,7 +167,7 @@ impl Agent {
             }
             SyncEvent::Peer(Incoming::Flows { from, entries }) => {
                 let dp = &self.dp;
-                let nat = self.cfg.agent.nat.record(true);
+                let nat = self.cfg.agent.nat.record();
                 let mut skipped = 0;
                 tokio::task::block_in_place(|| {
                     for e in &entries {

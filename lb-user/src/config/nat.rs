@@ -40,12 +40,11 @@ impl NatCfg {
         self.snat.iter().any(|a| a.is_ipv6() == v6)
     }
 
-    /// NAT_CONFIG's record; `enabled` when some service translates.
-    pub fn record(&self, enabled: bool) -> NatConfig {
+    /// NAT_CONFIG's record.
+    pub fn record(&self) -> NatConfig {
         let mut c = NatConfig {
             port_lo: self.ports.0,
             port_hi: self.ports.1,
-            enabled: enabled as u8,
             ..Default::default()
         };
         for a in &self.snat {

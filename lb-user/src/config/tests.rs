@@ -512,8 +512,8 @@ fn nat_config_parses() {
     assert_eq!(c.services[0].forward, Forward::FullNat);
     assert_eq!(c.services[0].backends[0].port, Some(8080));
     assert_eq!(c.services[1].backends[0].port, None);
-    let r = c.agent.nat.record(true);
-    assert_eq!((r.n4, r.n6, r.enabled), (1, 0, 1));
+    let r = c.agent.nat.record();
+    assert_eq!((r.n4, r.n6), (1, 0));
     assert_eq!(r.snat4[0], [198, 51, 100, 129]);
 }
 

@@ -308,12 +308,18 @@ impl Writer {
     }
 
     pub fn apply(&mut self, desired: &[DesiredService]) -> Result<()> {
-        // An all-ports service is looked up only when CONFIG says one
-        // exists: said before it is added, unsaid after it is removed.
-        let all_ports = desired.iter().any(|d| d.key.port == 0);
-        if all_ports {
-            self.set_dataplane_flag(lb_common::CFG_ALL_PORTS, true)?;
+        // What the program looks up only when CONFIG says some service
+        // needs it (an all-ports service; NAT's replies and ICMP errors):
+        // said before such a service is added, unsaid after it is removed.
+        let derived = lb_common::CFG_ALL_PORTS | lb_common::CFG_NAT;
+        let mut wanted_flags = 0;
+        if desired.iter().any(|d| d.key.port == 0) {
+            wanted_flags |= lb_common::CFG_ALL_PORTS;
         }
+        if desired.iter().any(|d| d.forward.nat()) {
+            wanted_flags |= lb_common::CFG_NAT;
+        }
+        self.set_dataplane_flags(self.dataplane.flags | wanted_flags)?;
         let wanted: BTreeSet<ServiceKey> = desired.iter().map(|d| d.key).collect();
         let gone: Vec<ServiceKey> = self
             .services
@@ -332,9 +338,7 @@ impl Writer {
         self.checks.sync(desired, |d, addr| {
             services.get(&d.key)?.backends.get(&addr).map(|(id, _)| *id)
         })?;
-        if !all_ports {
-            self.set_dataplane_flag(lb_common::CFG_ALL_PORTS, false)?;
-        }
+        self.set_dataplane_flags(self.dataplane.flags & !derived | wanted_flags)?;
         // Only called when the desired state changed: cheap enough.
         self.rebuild_names();
         if self.writes != before {
@@ -609,9 +613,9 @@ impl Writer {
         self.write_dataplane(c)
     }
 
-    fn set_dataplane_flag(&mut self, flag: u32, on: bool) -> Result<()> {
+    fn set_dataplane_flags(&mut self, flags: u32) -> Result<()> {
         let mut c = self.dataplane;
-        c.flags = if on { c.flags | flag } else { c.flags & !flag };
+        c.flags = flags;
         self.write_dataplane(c)
     }
 
@@ -625,7 +629,7 @@ impl Writer {
         Ok(())
     }
 
-    /// Full-NAT's sources and ports, and whether any service translates.
+    /// Full-NAT's sources and ports.
     pub fn write_nat(&mut self, c: &lb_common::nat::NatConfig) -> Result<()> {
         let map_err = |e| WriteError::Map(names::NAT_CONFIG, e);
         if self.nat_config.get(&0, 0).map_err(map_err)? != *c {

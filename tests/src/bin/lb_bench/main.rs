@@ -358,7 +358,7 @@ fn tunnels(h: &mut Harness, dr: &[DesiredBackend]) -> Result<()> {
         snat: vec!["198.51.100.2".parse().unwrap()],
         ..Default::default()
     };
-    h.dp.write_nat(&nat.record(true))?;
+    h.dp.write_nat(&nat.record())?;
     h.dp.write_tunnel(&Tunnel {
         src4: [198, 51, 100, 2],
         src6: addr::to_bytes("2001:db8:1::2".parse().unwrap()),
