@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod agent;
 pub mod api;
+pub mod bgp;
 pub mod cmd;
 pub mod config;
 pub mod exec;

@@ -31,6 +31,7 @@ enum Command {
     Run(cmd::run::Args),
     Check(cmd::check::Args),
     Show(cmd::show::Args),
+    Drain(cmd::drain::Args),
     #[command(name = "import-keepalived")]
     ImportKeepalived(cmd::import::Args),
     Realserver(cmd::realserver::Args),
@@ -77,6 +78,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(a),
         Command::Check(a) => cmd::check::run(a),
         Command::Show(a) => cmd::show::run(a),
+        Command::Drain(a) => cmd::drain::run(a),
         Command::ImportKeepalived(a) => cmd::import::run(a),
         Command::Realserver(a) => cmd::realserver::run(a),
         Command::Completions { shell } => cmd::completions::completions(shell, Cli::command()),

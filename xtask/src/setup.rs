@@ -39,6 +39,8 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     // systemd-analyze verifies the unit `cargo xtask install` installs.
     "systemd",
+    // The scale-out lab and tests: BIRD in the router and on each balancer.
+    "bird2",
 ];
 
 pub fn ensure() -> Result<()> {

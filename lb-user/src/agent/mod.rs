@@ -7,6 +7,7 @@
 pub mod adopt;
 pub mod board;
 pub mod check_path;
+mod drain;
 pub mod nat_sweep;
 pub mod neigh;
 mod sync;
@@ -29,6 +30,7 @@ use tokio::{
 
 use crate::{
     api::{Api, Checks},
+    bgp,
     config::{Config, Probe},
     health::{Key, Report, Status, Supervisor},
     maps::{Pinned, Sizes, Writer, loader, migrate},
@@ -69,6 +71,11 @@ pub async fn run(opts: Options) -> Result<()> {
         None => None,
     };
     let net = Net::new().context("opening rtnetlink")?;
+    // Made before anything is attached: a name in use stops us here.
+    let device = match &cfg.bgp {
+        Some(b) => Some(bgp::device::Device::create(&b.device)?),
+        None => None,
+    };
     let older = migrate::older(&pin_dir);
     // VRRP first: its Master_Down_Interval runs while the program loads
     // and the first sync builds the tables, so a restarted node is back
@@ -98,6 +105,22 @@ pub async fn run(opts: Options) -> Result<()> {
         };
     a.host.vrrp_master.extend(resume.iter().copied());
     a.sync();
+    if let Some(device) = device {
+        // Announced only now: the program forwards and the tables are built.
+        match bgp::Announcer::start(&a.net, device).await {
+            Ok(ann) => {
+                a.bgp = Some(ann);
+                a.sync();
+            }
+            Err(e) => {
+                vrrp::stop(vrrp).await;
+                let interface = a.cfg.agent.interface.clone();
+                drop(a);
+                teardown(link, &pin_dir, opts.keep_pinned, &interface);
+                return Err(e.context("starting the BGP announcement"));
+            }
+        }
+    }
     if let Some(api) = &api {
         match Pinned::open(&loader::layout_dir(&pin_dir)) {
             Ok(p) => api.set_maps(p),
@@ -109,6 +132,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut drain: Option<drain::Drain> = None;
     tracing::info!(services = a.cfg.services.len(), checks = a.checks.len(), config = %opts.config.display(), "serving");
     systemd::ready(a.cfg.services.len());
     loop {
@@ -141,9 +166,25 @@ pub async fn run(opts: Options) -> Result<()> {
                 a.sync();
             }
             _ = hup.recv() => a.reload(&opts.config).await,
+            _ = usr1.recv(), if drain.is_none() => drain = a.drain().await,
+            _ = sleep_until(drain.as_ref().map(|d| d.next)), if drain.is_some() => {
+                if let Some(why) = drain.as_mut().and_then(|d| d.done(Instant::now())) {
+                    tracing::info!(why, "drained; stopping");
+                    break;
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+    }
+    if drain.is_none()
+        && let (Some(ann), Some(b)) = (a.bgp.as_mut(), &a.cfg.bgp)
+    {
+        // The router moves new flows away while this node still forwards
+        // what is on its way.
+        ann.withdraw().await;
+        tracing::info!(grace = ?b.grace, "forwarding through the grace time before stopping");
+        tokio::time::sleep(b.grace).await;
     }
     let interface = a.cfg.agent.interface.clone();
     systemd::stopping();
@@ -225,6 +266,7 @@ async fn start_data_plane(
         changed_at: Instant::now(),
         last_refresh: Instant::now(),
         check_metrics,
+        bgp: None,
     };
     a.adopt();
     a.start_checks(None);
@@ -418,6 +460,8 @@ struct Agent {
     /// The last start or reload (neighbours are re-read faster after it).
     changed_at: Instant,
     last_refresh: Instant,
+    /// The VIPs' announcement through BIRD ([bgp]).
+    bgp: Option<bgp::Announcer>,
     /// Check durations and outcomes for /metrics, when the API is on.
     check_metrics: Option<Checks>,
 }
@@ -473,6 +517,23 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// SIGUSR1 (`lb drain`): withdraw the routes and start counting down.
+    async fn drain(&mut self) -> Option<drain::Drain> {
+        let (Some(ann), Some(b)) = (self.bgp.as_mut(), &self.cfg.bgp) else {
+            tracing::warn!(
+                "SIGUSR1 (lb drain) ignored: without [bgp] there is no route to withdraw"
+            );
+            return None;
+        };
+        ann.withdraw().await;
+        tracing::info!(idle = ?b.drain_idle, timeout = ?b.drain_timeout, "draining: forwarding until no VIP packet arrives for the idle time");
+        Some(drain::Drain::start(
+            &loader::layout_dir(&self.cfg.agent.pin_dir),
+            b.drain_idle,
+            b.drain_timeout,
+        ))
     }
 
     /// Masterships held back while the peers' flow dumps were awaited.
@@ -691,6 +752,12 @@ impl Agent {
         if let Err(e) = self.dp.write_interfaces(&links) {
             tracing::warn!(error = %e, "writing the interfaces' MACs failed");
         }
+        if let (Some(ann), Some(b)) = (&self.bgp, &self.cfg.bgp) {
+            ann.follow(&bgp::plan::plan(
+                &bgp_health(&self.last),
+                b.min_backends as usize,
+            ));
+        }
         let down: BTreeSet<String> = self
             .last
             .iter()
@@ -708,6 +775,24 @@ impl Agent {
         self.resolved = read_host(&self.net, &self.cfg, &mut self.host).await;
         self.last_refresh = Instant::now();
     }
+}
+
+/// What the BGP plan needs of each service: its usable backends.
+fn bgp_health(services: &[DesiredService]) -> Vec<bgp::Health> {
+    services
+        .iter()
+        .map(|d| bgp::Health {
+            vip: crate::addr::from_bytes(&d.key.addr, d.key.family),
+            service: crate::addr::service_name(&d.key),
+            up: d
+                .backends
+                .iter()
+                .filter(|b| b.healthy && b.mac.is_some())
+                .count(),
+            total: d.backends.len(),
+            standby: d.standby,
+        })
+        .collect()
 }
 
 /// Every (service, backend) of a config.
@@ -742,6 +827,12 @@ fn validate_reload(path: &Path, running: &Config) -> Result<Config> {
     if check_path::needed(&new) && !check_path::needed(running) {
         bail!(
             "{}: the first check with via = \"dataplane\" builds the check namespace at start; restart (`lb run` again) to add it",
+            path.display()
+        );
+    }
+    if new.bgp.as_ref().map(|b| &b.device) != running.bgp.as_ref().map(|b| &b.device) {
+        bail!(
+            "{}: [bgp] added, removed or its device renamed; that takes a restart (`lb run` again)",
             path.display()
         );
     }

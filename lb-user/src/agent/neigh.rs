@@ -34,6 +34,7 @@ pub struct Route {
     pub via: IpAddr,
 }
 
+#[derive(Clone)]
 pub struct Net {
     handle: Handle,
 }

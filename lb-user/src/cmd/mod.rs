@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod completions;
+pub mod drain;
 pub mod import;
 pub mod realserver;
 pub mod run;

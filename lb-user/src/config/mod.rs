@@ -2,6 +2,7 @@
 //! `ConfigError` naming file:line:column and the fix. Nothing is applied
 //! until a whole file has passed.
 
+pub mod bgp;
 mod check;
 mod error;
 mod nat;
@@ -31,6 +32,7 @@ use lb_common::{
 };
 use toml::Spanned;
 
+pub use bgp::BgpCfg;
 pub use check::{Check, HttpProbe, Initial, Probe, Via};
 pub use error::ConfigError;
 pub use nat::NatCfg;
@@ -138,6 +140,8 @@ pub struct Config {
     pub vrrp: Vec<Vrrp>,
     /// Flow-state sync with the other balancers.
     pub sync: Option<SyncCfg>,
+    /// VIP announcement through BIRD.
+    pub bgp: Option<BgpCfg>,
 }
 
 impl Config {
@@ -273,12 +277,26 @@ impl Validator<'_> {
         }
         self.sync_groups(&raw.vrrp_sync_group, &mut vrrp)?;
         let sync = raw.sync.as_ref().map(|s| self.sync(s)).transpose()?;
+        let bgp = raw.bgp.as_ref().map(|b| self.bgp(b)).transpose()?;
+        if let (Some(b), Some(r)) = (&bgp, &raw.bgp)
+            && services.is_empty()
+        {
+            return Err(self.err(
+                r.span(),
+                format!(
+                    "[bgp] with no [[service]]: device {} would announce nothing",
+                    b.device
+                ),
+                "add the [[service]]s whose VIPs BIRD announces, or remove [bgp]",
+            ));
+        }
         Ok(Config {
             path: self.path.to_path_buf(),
             agent,
             services,
             vrrp,
             sync,
+            bgp,
         })
     }
 

@@ -17,6 +17,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub vrrp_sync_group: Vec<Spanned<RawSyncGroup>>,
     pub sync: Option<Spanned<super::sync::RawSync>>,
+    pub bgp: Option<Spanned<super::bgp::RawBgp>>,
 }
 
 /// keepalived's vrrp_sync_group: instances that change state together.

@@ -3,6 +3,7 @@
 //! torn down on drop, also when a test panics; `cargo xtask lab` keeps one
 //! up detached and finds it again by prefix.
 
+mod bgp;
 mod config;
 mod process;
 mod serving;
@@ -18,6 +19,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
+pub use bgp::{BGP_CLIENT4, BGP_CLIENT6, balancer_addr6, client_flows, node_bird_conf};
 pub use serving::{lb_show, serving, serving_agent, serving_config, serving_with};
 use sweep::remove_resources;
 pub use sweep::{remove, running, sweep};
@@ -69,6 +71,9 @@ pub struct LabSpec {
     /// eth1, the backends' default gateway); the backends also listen on
     /// port 8080 and need no VIP.
     pub nat: bool,
+    /// Scale-out: the balancers announce the VIPs to a router namespace
+    /// `r` over BGP (BIRD); the client sits behind the router.
+    pub bgp: bool,
 }
 
 impl Default for LabSpec {
@@ -85,6 +90,7 @@ impl Default for LabSpec {
             vrrp: false,
             routed: false,
             nat: false,
+            bgp: false,
         }
     }
 }
@@ -116,6 +122,16 @@ pub fn unique_prefix() -> String {
 impl Lab {
     pub fn ns(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
+    }
+
+    /// The client's address: on the LAN, or behind the router (BGP).
+    pub fn client_addr(&self, v6: bool) -> &'static str {
+        match (self.spec.bgp, v6) {
+            (true, false) => BGP_CLIENT4,
+            (true, true) => BGP_CLIENT6,
+            (false, false) => CLIENT4,
+            (false, true) => CLIENT6,
+        }
     }
 
     pub fn balancer_addr(n: u8) -> String {

@@ -77,13 +77,10 @@ impl Lab {
         n: u16,
         port0: u16,
     ) -> std::collections::BTreeMap<String, u32> {
-        let client: std::net::IpAddr = if vip.is_ipv6() {
-            super::CLIENT6
-        } else {
-            super::CLIENT4
-        }
-        .parse()
-        .expect("the client's address");
+        let client: std::net::IpAddr = self
+            .client_addr(vip.is_ipv6())
+            .parse()
+            .expect("the client's address");
         crate::netns::in_ns(&self.ns("c"), move || {
             let mut counts = std::collections::BTreeMap::new();
             for i in 0..n {

@@ -16,12 +16,15 @@ impl Lab {
         ip(&sw, "link add br0 type bridge")?;
         ip(&sw, "link set br0 up")?;
         ip(&sw, "link set lo up")?;
-        self.host("c", 2, false)?;
+        if !self.spec.bgp {
+            self.host("c", 2, false)?;
+        }
         for n in 1..=self.spec.balancers {
             self.host(&format!("lb{n}"), 4 + n, false)?;
             let ns = self.ns(&format!("lb{n}"));
-            if !self.spec.vrrp {
-                // The VIP lives on the balancer, statically.
+            if !self.spec.vrrp && !self.spec.bgp {
+                // The VIP lives on the balancer, statically (with BGP, on
+                // the agent's device).
                 ip(&ns, &format!("addr add {VIP4}/32 dev eth0"))?;
                 ip(&ns, &format!("addr add {VIP6}/128 dev eth0 nodad"))?;
             }
@@ -39,6 +42,18 @@ impl Lab {
             for b in &backends {
                 self.routed_backend(&b.name, b)?;
             }
+        } else if self.spec.bgp {
+            self.router()?;
+            self.plug(
+                "c",
+                "br1",
+                &format!("{}/25", super::BGP_CLIENT4),
+                &format!("{}/64", super::BGP_CLIENT6),
+            )?;
+            for b in &backends {
+                self.host(&b.name, b.host, true)?;
+            }
+            self.bgp_build()?;
         } else if self.spec.routed {
             self.router()?;
             for n in 1..=self.spec.balancers {
@@ -59,8 +74,10 @@ impl Lab {
         // after XDP_TX re-sends the frame that state is lost and the backend
         // drops it as corrupt. Real NICs put full checksums on the wire.
         netns::exec(&c, &["ethtool", "-K", "eth0", "tx", "off"])?;
-        ip(&c, "route add 203.0.113.0/24 dev eth0")?;
-        ip(&c, "-6 route add 2001:db8:f::/64 dev eth0")?;
+        if !self.spec.bgp {
+            ip(&c, "route add 203.0.113.0/24 dev eth0")?;
+            ip(&c, "-6 route add 2001:db8:f::/64 dev eth0")?;
+        }
         Ok(())
     }
 

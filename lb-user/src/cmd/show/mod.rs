@@ -1,8 +1,9 @@
-//! `lb show services|backends|flows|stats|table SERVICE|vrrp|sync`: the pinned
+//! `lb show services|backends|flows|stats|table SERVICE|vrrp|sync|bgp`: the pinned
 //! maps as a person (ipvsadm -Ln style) or a script (--json) wants them.
 //! Each view is one serializable value; its text comes from the same value.
 
 mod backends;
+mod bgp;
 mod flows;
 mod render;
 mod services;
@@ -68,6 +69,9 @@ pub enum What {
     /// Flow-state sync: per peer, batches and flows sent and received, drops, lag.
     #[command(after_help = "Example:\n  lb show sync")]
     Sync,
+    /// BGP: each VIP, announced through BIRD or not, and why.
+    #[command(after_help = "Example:\n  lb show bgp -c /etc/lb/lb.toml")]
+    Bgp,
     /// How a service's lookup table is shared among its backends.
     #[command(after_help = "Example:\n  lb show table 203.0.113.10:80/tcp")]
     Table {
@@ -82,36 +86,46 @@ pub trait View: Serialize {
 }
 
 pub fn run(args: Args) -> Result<bool> {
-    let dir = match (args.config, args.pin_dir) {
-        (Some(c), _) => {
-            Config::load(&c)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .agent
-                .pin_dir
-        }
+    let cfg = match &args.config {
+        Some(c) => Some(Config::load(c).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let dir = match (&cfg, args.pin_dir) {
+        (Some(c), _) => c.agent.pin_dir.clone(),
         (None, Some(d)) => d,
         (None, None) => PathBuf::from(DEFAULT_PIN_DIR),
     };
-    print!("{}", show(&Pinned::open(&dir)?, &args.what, args.json)?);
+    let p = Pinned::open(&dir)?;
+    let text = match args.what {
+        // The device's name and min_backends come from the config.
+        What::Bgp => {
+            let b = cfg.as_ref().and_then(|c| c.bgp.as_ref());
+            render_view(bgp::Bgp::read(&p, b)?, args.json)?
+        }
+        what => show(&p, &what, args.json)?,
+    };
+    print!("{text}");
     Ok(true)
+}
+
+fn render_view(v: impl View, json: bool) -> Result<String> {
+    Ok(if json {
+        serde_json::to_string_pretty(&v)? + "\n"
+    } else {
+        v.text()
+    })
 }
 
 /// The view `what` of the maps `p`, as text or JSON.
 pub fn show(p: &Pinned, what: &What, json: bool) -> Result<String> {
-    fn out(v: impl View, json: bool) -> Result<String> {
-        Ok(if json {
-            serde_json::to_string_pretty(&v)? + "\n"
-        } else {
-            v.text()
-        })
-    }
     match what {
-        What::Services => out(Services::read(p)?, json),
-        What::Backends => out(Backends::read(p)?, json),
-        What::Flows { limit } => out(flows::Flows::read(p, *limit)?, json),
-        What::Stats => out(stats::Stats::read(p)?, json),
-        What::Table { service } => out(table::Table::read(p, service)?, json),
-        What::Vrrp => out(Vrrp::read(p), json),
-        What::Sync => out(sync::Sync::read(p), json),
+        What::Services => render_view(Services::read(p)?, json),
+        What::Backends => render_view(Backends::read(p)?, json),
+        What::Flows { limit } => render_view(flows::Flows::read(p, *limit)?, json),
+        What::Stats => render_view(stats::Stats::read(p)?, json),
+        What::Table { service } => render_view(table::Table::read(p, service)?, json),
+        What::Vrrp => render_view(Vrrp::read(p), json),
+        What::Sync => render_view(sync::Sync::read(p), json),
+        What::Bgp => render_view(bgp::Bgp::read(p, None)?, json),
     }
 }

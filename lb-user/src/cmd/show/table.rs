@@ -33,6 +33,10 @@ pub struct Table {
     pub active_slot: u32,
     pub backends: Vec<TableRow>,
     pub empty_entries: u64,
+    /// FNV-1a of the active slot with each backend id replaced by the
+    /// backend's address and port: equal on every node that built the
+    /// same table, whatever ids each node allocated.
+    pub digest: String,
 }
 
 impl Table {
@@ -51,8 +55,10 @@ impl Table {
                 meta.scheduler
             );
         };
-        let shares = sched::shares(scheduler, &p.table(&meta)?);
+        let slot = p.table(&meta)?;
+        let shares = sched::shares(scheduler, &slot);
         let backends = p.backends(meta.id)?;
+        let digest = digest(scheduler, &slot, &backends);
         let total_weight: u64 = backends
             .iter()
             .filter(|(_, b)| state(b) == "up")
@@ -85,8 +91,35 @@ impl Table {
             active_slot: meta.active_slot,
             backends: rows,
             empty_entries: shares.get(&NO_BACKEND).map_or(0, |s| s.entries),
+            digest,
         })
     }
+}
+
+/// See `Table::digest`. FNV-1a: stable across builds and machines, which
+/// is all a comparison between nodes needs (not a defence).
+fn digest(scheduler: Scheduler, slot: &[u32], backends: &[(u32, lb_common::Backend)]) -> String {
+    let layout = scheduler.layout();
+    let by_id: std::collections::HashMap<u32, &lb_common::Backend> =
+        backends.iter().map(|(id, b)| (*id, b)).collect();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (i, &word) in slot.iter().enumerate() {
+        let is_id = i as u32 % layout.stride == layout.id_offset;
+        match by_id.get(&word).filter(|_| is_id) {
+            Some(b) => {
+                eat(&b.addr);
+                eat(&[b.family]);
+                eat(&b.port.to_be_bytes());
+            }
+            None => eat(&word.to_be_bytes()),
+        }
+    }
+    format!("{h:016x}")
 }
 
 impl Row for TableRow {
@@ -115,12 +148,13 @@ impl Row for TableRow {
 impl View for Table {
     fn text(&self) -> String {
         let mut s = format!(
-            "{} scheduler={} entries {} of {} active slot {}\n{}",
+            "{} scheduler={} entries {} of {} active slot {} digest {}\n{}",
             self.service,
             self.scheduler,
             self.entries,
             self.table_size,
             self.active_slot,
+            self.digest,
             render::text(&self.backends)
         );
         if self.empty_entries > 0 {

@@ -1,0 +1,138 @@
+//! Keeps the device's addresses equal to the announced VIPs. A task owns
+//! the netlink work; the agent only publishes the plan (a watch channel),
+//! so a slow netlink answer never holds up the map writer.
+
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
+
+use anyhow::{Context, Result};
+use rtnetlink::LinkUnspec;
+use tokio::{sync::watch, task::JoinHandle};
+
+use super::{VipPlan, device::Device};
+use crate::{agent::neigh::Net, config::Vip, vrrp::addrs};
+
+/// A failed netlink round is tried again after this.
+const RETRY: Duration = Duration::from_secs(1);
+
+pub struct Announcer {
+    device: Device,
+    ifindex: u32,
+    net: Net,
+    want: watch::Sender<BTreeSet<IpAddr>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Announcer {
+    /// Bring `device` up, announcing nothing until the first `follow`.
+    pub async fn start(net: &Net, device: Device) -> Result<Announcer> {
+        let link = net
+            .link(&device.name)
+            .await
+            .with_context(|| format!("finding {}", device.name))?;
+        net.handle()
+            .link()
+            .set(LinkUnspec::new_with_index(link.ifindex).up().build())
+            .execute()
+            .await
+            .with_context(|| format!("setting {} up", device.name))?;
+        let (want, rx) = watch::channel(BTreeSet::new());
+        let task = tokio::spawn(follow_task(net.clone(), link.ifindex, rx));
+        tracing::info!(device = %device.name, "BGP device up: BIRD's protocol direct exports its addresses");
+        Ok(Announcer {
+            device,
+            ifindex: link.ifindex,
+            net: net.clone(),
+            want,
+            task: Some(task),
+        })
+    }
+
+    pub fn device(&self) -> &str {
+        &self.device.name
+    }
+
+    /// Announce the VIPs `plan` allows, withdraw the others.
+    pub fn follow(&self, plan: &[VipPlan]) {
+        let vips: BTreeSet<IpAddr> = plan.iter().filter(|p| p.announce).map(|p| p.vip).collect();
+        self.want.send_if_modified(|cur| {
+            let changed = *cur != vips;
+            *cur = vips;
+            changed
+        });
+    }
+
+    /// Withdraw every route for good (drain, shutdown): no more follow
+    /// rounds, the addresses go and the device goes down, which BIRD's
+    /// direct protocol sees at once. Returns when the kernel has done it.
+    pub async fn withdraw(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Err(e) = reconcile(&self.net, self.ifindex, &BTreeSet::new()).await {
+            tracing::warn!(error = %e, "removing the announced VIPs failed; setting the device down withdraws them");
+        }
+        let down = self
+            .net
+            .handle()
+            .link()
+            .set(LinkUnspec::new_with_index(self.ifindex).down().build())
+            .execute()
+            .await;
+        if let Err(e) = down {
+            tracing::warn!(error = %e, device = %self.device.name, "setting the device down failed");
+        }
+        tracing::info!(device = %self.device.name, "every route withdrawn");
+    }
+}
+
+async fn follow_task(net: Net, ifindex: u32, mut rx: watch::Receiver<BTreeSet<IpAddr>>) {
+    loop {
+        let want = rx.borrow_and_update().clone();
+        let retry = match reconcile(&net, ifindex, &want).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "updating the announced VIPs failed (will retry)");
+                Some(RETRY)
+            }
+        };
+        match retry {
+            Some(d) => {
+                let _ = tokio::time::timeout(d, rx.changed()).await;
+            }
+            None => {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Add the missing VIPs to the device and remove the others.
+async fn reconcile(net: &Net, ifindex: u32, want: &BTreeSet<IpAddr>) -> Result<()> {
+    let have: BTreeSet<IpAddr> = net
+        .addresses(ifindex)
+        .await?
+        .into_iter()
+        .filter(|a| !matches!(a, IpAddr::V6(v) if v.is_unicast_link_local()))
+        .collect();
+    let handle = net.handle();
+    for &addr in want.difference(&have) {
+        addrs::add(&handle, ifindex, host(addr)).await?;
+        tracing::info!(vip = %addr, "announced");
+    }
+    for &addr in have.difference(want) {
+        addrs::remove(&handle, ifindex, host(addr)).await?;
+        tracing::info!(vip = %addr, "withdrawn");
+    }
+    Ok(())
+}
+
+/// `addr` as a host route: /32 or /128.
+fn host(addr: IpAddr) -> Vip {
+    Vip {
+        addr,
+        prefix: if addr.is_ipv4() { 32 } else { 128 },
+    }
+}
