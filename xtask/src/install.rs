@@ -70,6 +70,12 @@ pub fn install(root: &Path, prefix: &Path, destdir: Option<&Path>) -> Result<()>
         let script = lb_output(&built, &["completions", shell])?;
         write(&at(&share.join(path)), &script, 0o644)?;
     }
+    // [bgp]: the balancer's side of BIRD, for the operator to adapt.
+    write(
+        &at(&share.join("doc/lb/bird-lb.conf")),
+        &fs::read(root.join("dist/bird-lb.conf"))?,
+        0o644,
+    )?;
     write(
         &at(&share.join("man/man8/lb.8")),
         &lb_output(&built, &["manpage"])?,

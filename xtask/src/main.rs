@@ -82,6 +82,11 @@ enum Cmd {
         action: String,
         /// With `down`: only this lab (default: all).
         prefix: Option<String>,
+        /// With `up`: N balancers announcing the VIPs over BGP (each with
+        /// its own BIRD) to a router that spreads flows with ECMP, instead
+        /// of the VRRP pair.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+        bgp: Option<u8>,
     },
 }
 
@@ -218,13 +223,23 @@ fn main() -> Result<()> {
                     .args(["--", "-D", "warnings"]),
             )
         }
-        Cmd::Lab { action, prefix } => {
+        Cmd::Lab {
+            action,
+            prefix,
+            bgp,
+        } => {
             setup::ensure()?;
             build(true)?;
             let bin = root.join("target/release");
             let mut c = Command::new(bin.join("lab"));
             match action.as_str() {
-                "up" => c.arg("up").arg(bin.join("lb")).arg(bin.join("lab-http")),
+                "up" => {
+                    c.arg("up").arg(bin.join("lb")).arg(bin.join("lab-http"));
+                    if let Some(n) = bgp {
+                        c.arg("--bgp").arg(n.to_string());
+                    }
+                    &mut c
+                }
                 "down" => c.arg("down").args(prefix),
                 "sweep" => c.arg("sweep"),
                 _ => c.arg("status"),

@@ -151,6 +151,24 @@ pub fn plan_text(cfg: &Config) -> String {
             }
         );
     }
+    if let Some(b) = &cfg.bgp {
+        let d = |t| humantime::format_duration(t);
+        let _ = writeln!(
+            s,
+            "bgp: each VIP on TUN device {} (BIRD's protocol direct exports it) while every service on it has {} healthy backend(s); SIGTERM withdraws and forwards {} more; lb drain stops after {} without VIP packets (at most {})",
+            b.device,
+            b.min_backends,
+            d(b.grace),
+            d(b.drain_idle),
+            d(b.drain_timeout)
+        );
+        if !cfg.vrrp.is_empty() {
+            let _ = writeln!(
+                s,
+                "bgp: a VIP a [[vrrp]] instance holds is announced only while this node is its master"
+            );
+        }
+    }
     for svc in &cfg.services {
         let total: u32 = svc.backends.iter().map(|b| b.weight).sum();
         let _ = writeln!(

@@ -589,3 +589,48 @@ instances = ["VI_OUT", "VI_IN"]
         format!("{GOOD}{vrrp}\n[[vrrp_sync_group]]\nname = \"OTHER\"\ninstances = [\"VI_IN\"]\n");
     err_at(&twice, 37, 14, "already in vrrp_sync_group");
 }
+
+#[test]
+fn bgp_defaults_and_errors_point_at_the_value() {
+    let c = parse(&format!("{GOOD}[bgp]\n")).unwrap();
+    let b = c.bgp.expect("[bgp]");
+    assert_eq!(b.device, "lb-bgp");
+    assert_eq!(b.min_backends, 1);
+    assert_eq!(b.grace, Duration::from_secs(2));
+    assert_eq!(
+        (b.drain_idle, b.drain_timeout),
+        (Duration::from_secs(5), Duration::from_secs(300))
+    );
+    let at = GOOD.lines().count() + 2;
+    err_at(
+        &format!("{GOOD}[bgp]\ndevice = \"a-name-longer-than-15\"\n"),
+        at,
+        10,
+        "bad device name",
+    );
+    err_at(
+        &format!("{GOOD}[bgp]\nmin_backends = 0\n"),
+        at,
+        16,
+        "min_backends 0",
+    );
+    err_at(
+        &format!("{GOOD}[bgp]\ngrace = \"soon\"\n"),
+        at,
+        9,
+        "bad grace",
+    );
+    let e = err_at(
+        &format!("{GOOD}[bgp]\ndrain_idle = \"10m\"\n"),
+        at,
+        14,
+        "drain_idle",
+    );
+    assert!(e.hint.contains("at most drain_timeout"), "{e}");
+    err_at(
+        "[agent]\ninterface = \"eth0\"\n[bgp]\n",
+        3,
+        1,
+        "no [[service]]",
+    );
+}

@@ -2,6 +2,7 @@
 //!
 //!   lab run  LB_BIN HTTP_BIN     up, start lb1 and lb2 (VRRP), print how to use it, wait for Ctrl-C, tear down
 //!   lab up   LB_BIN HTTP_BIN     the same, but leave it running (detached) and exit
+//!   lab up   LB_BIN HTTP_BIN --bgp N   N balancers announcing over BGP to a router (ECMP), detached
 //!   lab down [PREFIX]            tear down one lab, or every lab
 //!   lab status                   list running labs and their balancers' state
 //!   lab sweep                    remove labs whose processes are all gone (a killed run's leftovers)
@@ -14,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use lb_tests::lab::{self, CLIENT4, Lab, LabSpec, VIP4, VIP6};
+use lb_tests::lab::{self, Lab, LabSpec, VIP4, VIP6};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -38,7 +39,15 @@ fn main() -> Result<()> {
             let (Some(lb), Some(http)) = (args.get(1), args.get(2)) else {
                 bail!("usage: lab {cmd} LB_BIN HTTP_BIN");
             };
-            up(PathBuf::from(lb), PathBuf::from(http), cmd == "up")
+            let bgp = match (args.get(3).map(String::as_str), args.get(4)) {
+                (Some("--bgp"), Some(n)) => Some(n.parse::<u8>()?),
+                (None, _) => None,
+                _ => bail!("usage: lab {cmd} LB_BIN HTTP_BIN [--bgp N]"),
+            };
+            match bgp {
+                Some(n) => up_bgp(PathBuf::from(lb), PathBuf::from(http), n, cmd == "up"),
+                None => up(PathBuf::from(lb), PathBuf::from(http), cmd == "up"),
+            }
         }
         Some("down") => {
             let which = match args.get(1) {
@@ -156,6 +165,92 @@ fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
     Ok(())
 }
 
+/// The scale-out lab: `n` balancers, each `lb run` with [bgp] and its own
+/// BIRD, a router spreading flows over them (ECMP, BFD), the client
+/// behind the router.
+fn up_bgp(lb: PathBuf, http: PathBuf, n: u8, detach: bool) -> Result<()> {
+    say!(
+        "lab: building namespaces (router r with BIRD, client c behind it, lb1-lb{n} with BIRD, b1-b3)"
+    );
+    let spec = LabSpec {
+        balancers: n,
+        bgp: true,
+        ..LabSpec::default()
+    };
+    if !detach {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: the handler only stores to an atomic.
+            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        }
+    }
+    let mut l = Lab::up(spec, &http, detach)?;
+    l.start_birds()?;
+    let check = r#"check = { kind = "http", path = "/healthz", interval = "1s", timeout = "500ms", retries = 2, retry_delay = "500ms" }"#;
+    for i in 1..=n {
+        let role = format!("lb{i}");
+        let c = l.write_config(
+            &role,
+            &format!("{}{}", l.services_with(check), Lab::bgp_section("")),
+        )?;
+        say!(
+            "lab: starting `lb run -c {}` in {}",
+            c.display(),
+            l.ns(&role)
+        );
+        l.start_agent(&role, &lb, &c)?;
+    }
+    for prefix in [format!("{VIP4}/32"), format!("{VIP6}/128")] {
+        let took = l.wait_paths(&prefix, n as usize, Duration::from_secs(30))?;
+        say!("lab: the router reaches {prefix} through {n} balancers ({took:?})");
+    }
+    if let Err(e) = wait_serving(&l) {
+        eprintln!("{}", l.log("lb1"));
+        return Err(e);
+    }
+    let (c, r) = (l.ns("c"), l.ns("r"));
+    let lb1 = l.dir.join("lb1.toml");
+    say!();
+    say!("The VIP is announced by {n} balancers. Try:");
+    say!("  ip -n {r} route show {VIP4}          # one route, a nexthop per balancer");
+    say!("  birdc -s {} show route", l.bird_socket("r").display());
+    say!(
+        "  for i in $(seq 20); do ip netns exec {c} curl -s http://{VIP4}/; done | sort | uniq -c"
+    );
+    // nsenter enters only the network namespace: `ip netns exec` would
+    // remount /sys and hide the pins under /sys/fs/bpf.
+    say!(
+        "  nsenter --net=/run/netns/{} {} show bgp -c {}",
+        l.ns("lb1"),
+        lb.display(),
+        lb1.display()
+    );
+    say!(
+        "Drain lb1 (routes withdrawn, stops once idle):\n  nsenter --net=/run/netns/{} {} drain -c {}",
+        l.ns("lb1"),
+        lb.display(),
+        lb1.display()
+    );
+    say!(
+        "Configs and logs (bird-*.conf, lb*.toml, *.log): {}",
+        l.dir.display()
+    );
+    if detach {
+        say!(
+            "\nlab {} is up; `cargo xtask lab down` removes it.",
+            l.prefix
+        );
+        l.release();
+        return Ok(());
+    }
+    say!("\nPress Ctrl-C to stop and remove the lab.");
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    say!("\nlab: tearing down {}", l.prefix);
+    l.down();
+    Ok(())
+}
+
 /// Wait until the client gets an answer through the VIP.
 fn wait_serving(l: &Lab) -> Result<()> {
     let wait: u64 = std::env::var("LAB_SERVE_TIMEOUT")
@@ -167,7 +262,10 @@ fn wait_serving(l: &Lab) -> Result<()> {
     let name = served.map_err(|e| {
         anyhow::anyhow!("the VIP did not answer within {wait} s: {e} (agent log above)")
     })?;
-    say!("lab: client {CLIENT4} -> {VIP4}:80 answered by {name}");
+    say!(
+        "lab: client {} -> {VIP4}:80 answered by {name}",
+        l.client_addr(false)
+    );
     Ok(())
 }
 

@@ -172,7 +172,7 @@ impl Lab {
 
 /// A balancer's BIRD: export the addresses of the agent's device (host
 /// routes only), import nothing, BFD and short timers toward the router.
-/// The README's scale-out example is the same file.
+/// The same protocols and timers as dist/bird-lb.conf.
 pub fn node_bird_conf(addr4: &str, addr6: &str, device: &str) -> String {
     format!(
         "router id {addr4};\nlog stderr all;\nprotocol device {{ scan time 10; }}\n\
