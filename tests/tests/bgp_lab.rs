@@ -6,7 +6,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     net::SocketAddr,
     path::PathBuf,
     process::{Command, Output},
@@ -42,23 +41,7 @@ fn services(lab: &Lab, n: u8) -> String {
     if n == 2 {
         backends.reverse();
     }
-    let mut s = String::new();
-    for vip in [VIP4, VIP6] {
-        let _ = writeln!(
-            s,
-            "[[service]]\nvip = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\n{CHECK}\nbackends = ["
-        );
-        for b in &backends {
-            let a = if vip == VIP4 {
-                lab.backend_addr(b)
-            } else {
-                lab.backend_addr6(b)
-            };
-            let _ = writeln!(s, "  {{ address = \"{a}\", weight = {} }},", b.weight);
-        }
-        s.push_str("]\n\n");
-    }
-    s
+    lab.services_over(&backends, CHECK)
 }
 
 /// The lab: three balancers with `lb run` and BIRD, routes converged.
@@ -266,6 +249,13 @@ fn a_dead_balancer_is_withdrawn_and_every_held_connection_continues() -> Result<
         down.elapsed()
     );
     std::thread::sleep(Duration::from_millis(500));
+    nothing_lost(test, &mut held, traffic);
+    Ok(())
+}
+
+/// Every held connection answered by its first backend, and no new
+/// connection of `traffic` failed.
+fn nothing_lost(test: &str, held: &mut Held, traffic: Traffic) {
     let (failed, moved, notes) = held.ask();
     let samples = traffic.stop();
     let errors: Vec<_> = samples.iter().filter(|s| s.result.is_err()).collect();
@@ -278,7 +268,6 @@ fn a_dead_balancer_is_withdrawn_and_every_held_connection_continues() -> Result<
     );
     assert_eq!((failed, moved), (0, 0), "{notes:#?}");
     assert!(errors.is_empty(), "{:#?}", &errors[..errors.len().min(5)]);
-    Ok(())
 }
 
 #[test]
@@ -368,18 +357,7 @@ fn drain_and_sigterm_reset_nothing() -> Result<()> {
     lab.wait_paths(PREFIX4, 1, Duration::from_secs(5))?;
     assert_eq!(lab.router_paths(PREFIX4)?, [lab::Lab::balancer_addr(3)]);
     std::thread::sleep(Duration::from_millis(300));
-    let (failed, moved, notes) = held.ask();
-    let samples = traffic.stop();
-    let errors: Vec<_> = samples.iter().filter(|s| s.result.is_err()).collect();
-    eprintln!(
-        "{test}: held {failed} failed / {moved} moved of {}; new connections {} of {} failed, longest gap {:?}",
-        held.first.len(),
-        errors.len(),
-        samples.len(),
-        longest_silence(&samples)
-    );
-    assert_eq!((failed, moved), (0, 0), "after SIGTERM: {notes:#?}");
-    assert!(errors.is_empty(), "{:#?}", &errors[..errors.len().min(5)]);
+    nothing_lost(test, &mut held, traffic);
     Ok(())
 }
 

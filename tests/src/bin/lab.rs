@@ -81,14 +81,7 @@ fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
         vrrp: true,
         ..LabSpec::default()
     };
-    if !detach {
-        // Ctrl-C, a kill, or the terminal going away: each tears the lab
-        // down, also while it is still being built.
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            // SAFETY: the handler only stores to an atomic.
-            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-        }
-    }
+    trap(detach);
     let mut l = Lab::up(spec, &http, detach)?;
     say!("lab: lab {} is being set up", l.prefix);
     let check = r#"check = { kind = "http", path = "/healthz", interval = "1s", timeout = "500ms", retries = 2, retry_delay = "500ms" }"#;
@@ -148,21 +141,7 @@ fn up(lb: PathBuf, http: PathBuf, detach: bool) -> Result<()> {
         .arg(&cfg)
         .output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    if detach {
-        say!(
-            "\nlab {} is up; `cargo xtask lab down` removes it.",
-            l.prefix
-        );
-        l.release();
-        return Ok(());
-    }
-    say!("\nPress Ctrl-C to stop and remove the lab.");
-    while !STOP.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    say!("\nlab: tearing down {}", l.prefix);
-    l.down();
-    Ok(())
+    hold(l, detach)
 }
 
 /// The scale-out lab: `n` balancers, each `lb run` with [bgp] and its own
@@ -177,12 +156,7 @@ fn up_bgp(lb: PathBuf, http: PathBuf, n: u8, detach: bool) -> Result<()> {
         bgp: true,
         ..LabSpec::default()
     };
-    if !detach {
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            // SAFETY: the handler only stores to an atomic.
-            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-        }
-    }
+    trap(detach);
     let mut l = Lab::up(spec, &http, detach)?;
     l.start_birds()?;
     let check = r#"check = { kind = "http", path = "/healthz", interval = "1s", timeout = "500ms", retries = 2, retry_delay = "500ms" }"#;
@@ -234,6 +208,24 @@ fn up_bgp(lb: PathBuf, http: PathBuf, n: u8, detach: bool) -> Result<()> {
         "Configs and logs (bird-*.conf, lb*.toml, *.log): {}",
         l.dir.display()
     );
+    hold(l, detach)
+}
+
+/// Ctrl-C, a kill, or the terminal going away: each tears an attached lab
+/// down, also while it is still being built.
+fn trap(detach: bool) {
+    if detach {
+        return;
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Leave a detached lab running, or keep an attached one until a signal.
+fn hold(l: Lab, detach: bool) -> Result<()> {
+    let mut l = l;
     if detach {
         say!(
             "\nlab {} is up; `cargo xtask lab down` removes it.",

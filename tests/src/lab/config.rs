@@ -31,13 +31,19 @@ impl Lab {
 
     /// The default services with `extra` lines (e.g. a `check`) in each.
     pub fn services_with(&self, extra: &str) -> String {
+        self.services_over(&self.spec.backends, extra)
+    }
+
+    /// Both VIPs on port 80 over `backends`, in that order, with `extra`
+    /// lines in each.
+    pub fn services_over(&self, backends: &[super::BackendSpec], extra: &str) -> String {
         let mut s = String::new();
         for vip in [VIP4, VIP6] {
             let _ = writeln!(
                 s,
                 "[[service]]\nvip = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\n{extra}\nbackends = ["
             );
-            for b in &self.spec.backends {
+            for b in backends {
                 let a = if vip == VIP4 {
                     self.backend_addr(b)
                 } else {
