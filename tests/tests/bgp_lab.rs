@@ -22,6 +22,8 @@ use lb_tests::{
 
 const CHECK: &str = r#"check = { kind = "http", path = "/healthz", interval = "200ms", timeout = "150ms", retries = 1, retry_delay = "100ms", rise = 1 }"#;
 const NODES: u8 = 3;
+/// Each balancer's API, on its own namespace's loopback.
+const API: &str = "127.0.0.1:9100";
 const PREFIX4: &str = "203.0.113.10/32";
 const PREFIX6: &str = "2001:db8:f::10/128";
 /// BGP sessions come up within seconds (connect delay 1 s); the agents
@@ -60,7 +62,7 @@ fn scale_out(test: &str, bgp: &str) -> Result<Option<Lab>> {
     for n in 1..=NODES {
         let role = format!("lb{n}");
         let body = format!("{}{}", services(&lab, n), Lab::bgp_section(bgp));
-        let cfg = lab.write_config(&role, &body)?;
+        let cfg = lab.write_config_with(&role, &format!("api = \"{API}\""), &body)?;
         lab.start_agent(&role, &lb, &cfg)?;
     }
     for prefix in [PREFIX4, PREFIX6] {
@@ -292,6 +294,8 @@ fn a_balancer_without_healthy_backends_withdraws_and_announces_again() -> Result
     let (announced, why) = show_bgp(&lab, "lb1")?.remove(VIP4).context("VIP4 row")?;
     eprintln!("{test}: lb1 says: {why}");
     assert!(!announced && why.contains("0 of 3 backends up"), "{why}");
+    assert_eq!(announced_metric(&lab, "lb1", VIP4)?, "0");
+    assert_eq!(announced_metric(&lab, "lb2", VIP4)?, "1");
     let counts = lab.spread(lab::vip(), 60, 21_000);
     assert!(counts.keys().all(|k| !k.starts_with("error")), "{counts:?}");
     let lb1 = tally(&carriers(&lab)?, lab::BGP_CLIENT4);
@@ -300,7 +304,25 @@ fn a_balancer_without_healthy_backends_withdraws_and_announces_again() -> Result
     let took = lab.wait_paths(PREFIX4, 3, Duration::from_secs(10))?;
     eprintln!("{test}: lb1 announced again {took:?} after its checks recovered");
     assert!(show_bgp(&lab, "lb1")?[VIP4].0);
+    // Set once the device's addresses are in place, as the route left.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while announced_metric(&lab, "lb1", VIP4)? != "1" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(announced_metric(&lab, "lb1", VIP4)?, "1");
     Ok(())
+}
+
+/// `lb_bgp_announced` for `vip` on `role`'s /metrics.
+fn announced_metric(lab: &Lab, role: &str, vip: &str) -> Result<String> {
+    let addr: SocketAddr = API.parse()?;
+    let (_, _, body) = netns::in_ns(&lab.ns(role), move || {
+        lb_tests::http::fetch(addr, "/metrics", None)
+    })??;
+    let prefix = format!("lb_bgp_announced{{vip=\"{vip}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .with_context(|| format!("no {prefix} in /metrics:\n{body}"))
 }
 
 fn nft(ns: &str, rule: &str) -> Result<()> {

@@ -107,7 +107,7 @@ pub async fn run(opts: Options) -> Result<()> {
     a.sync();
     if let Some(device) = device {
         // Announced only now: the program forwards and the tables are built.
-        match bgp::Announcer::start(&a.net, device).await {
+        match bgp::Announcer::start(&a.net, device, a.check_metrics.clone()).await {
             Ok(ann) => {
                 a.bgp = Some(ann);
                 a.sync();

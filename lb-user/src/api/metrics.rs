@@ -16,7 +16,7 @@ use prometheus_client::{
         MetricType,
         counter::{ConstCounter, Counter},
         family::Family,
-        gauge::ConstGauge,
+        gauge::{ConstGauge, Gauge},
         histogram::Histogram,
     },
     registry::Registry,
@@ -35,11 +35,13 @@ fn check_histogram() -> Histogram {
     Histogram::new(CHECK_BUCKETS)
 }
 
-/// What the agent observes of health checks (not in any map).
+/// What the agent observes of health checks, and what it announces
+/// through BGP (not in any map).
 #[derive(Clone)]
 pub struct Checks {
     durations: Family<Labels, Histogram, fn() -> Histogram>,
     results: Family<Labels, Counter>,
+    announced: Family<Labels, Gauge>,
 }
 
 impl Checks {
@@ -53,6 +55,13 @@ impl Checks {
         let mut r = l;
         r.push(("outcome", if ok { "ok" } else { "fail" }.to_string()));
         self.results.get_or_create(&r).inc();
+    }
+
+    /// Whether `vip` is announced through BGP now (1) or withdrawn (0).
+    pub fn announced(&self, vip: &str, on: bool) {
+        self.announced
+            .get_or_create(&vec![("vip", vip.to_string())])
+            .set(on as i64);
     }
 
     /// Forget a backend no longer configured: its series end, so the
@@ -89,6 +98,7 @@ pub fn registry(maps: std::sync::Arc<FromMaps>) -> (Registry, Checks) {
     let checks = Checks {
         durations: Family::new_with_constructor(check_histogram),
         results: Family::default(),
+        announced: Family::default(),
     };
     r.register(
         "lb_backend_check_duration_seconds",
@@ -99,6 +109,11 @@ pub fn registry(maps: std::sync::Arc<FromMaps>) -> (Registry, Checks) {
         "lb_backend_checks",
         "Health checks of a backend by outcome (ok, fail)",
         checks.results.clone(),
+    );
+    r.register(
+        "lb_bgp_announced",
+        "1 while the VIP is on the BGP device (BIRD announces it), 0 while withdrawn",
+        checks.announced.clone(),
     );
     r.register_collector(Box::new(maps));
     (r, checks)

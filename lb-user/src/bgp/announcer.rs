@@ -2,14 +2,21 @@
 //! the netlink work; the agent only publishes the plan (a watch channel),
 //! so a slow netlink answer never holds up the map writer.
 
-use std::{collections::BTreeSet, net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use rtnetlink::LinkUnspec;
 use tokio::{sync::watch, task::JoinHandle};
 
 use super::{VipPlan, device::Device};
-use crate::{agent::neigh::Net, config::Vip, vrrp::addrs};
+use crate::{agent::neigh::Net, api::Checks, config::Vip, vrrp::addrs};
+
+/// Each VIP of the plan: announce it or not.
+type Want = BTreeMap<IpAddr, bool>;
 
 /// A failed netlink round is tried again after this.
 const RETRY: Duration = Duration::from_secs(1);
@@ -18,13 +25,15 @@ pub struct Announcer {
     device: Device,
     ifindex: u32,
     net: Net,
-    want: watch::Sender<BTreeSet<IpAddr>>,
+    want: watch::Sender<Want>,
     task: Option<JoinHandle<()>>,
+    /// `lb_bgp_announced` on /metrics, when the API runs.
+    metrics: Option<Checks>,
 }
 
 impl Announcer {
     /// Bring `device` up, announcing nothing until the first `follow`.
-    pub async fn start(net: &Net, device: Device) -> Result<Announcer> {
+    pub async fn start(net: &Net, device: Device, metrics: Option<Checks>) -> Result<Announcer> {
         let link = net
             .link(&device.name)
             .await
@@ -35,8 +44,8 @@ impl Announcer {
             .execute()
             .await
             .with_context(|| format!("setting {} up", device.name))?;
-        let (want, rx) = watch::channel(BTreeSet::new());
-        let task = tokio::spawn(follow_task(net.clone(), link.ifindex, rx));
+        let (want, rx) = watch::channel(Want::new());
+        let task = tokio::spawn(follow_task(net.clone(), link.ifindex, rx, metrics.clone()));
         tracing::info!(device = %device.name, "BGP device up: BIRD's protocol direct exports its addresses");
         Ok(Announcer {
             device,
@@ -44,6 +53,7 @@ impl Announcer {
             net: net.clone(),
             want,
             task: Some(task),
+            metrics,
         })
     }
 
@@ -53,7 +63,7 @@ impl Announcer {
 
     /// Announce the VIPs `plan` allows, withdraw the others.
     pub fn follow(&self, plan: &[VipPlan]) {
-        let vips: BTreeSet<IpAddr> = plan.iter().filter(|p| p.announce).map(|p| p.vip).collect();
+        let vips: Want = plan.iter().map(|p| (p.vip, p.announce)).collect();
         self.want.send_if_modified(|cur| {
             let changed = *cur != vips;
             *cur = vips;
@@ -69,7 +79,12 @@ impl Announcer {
             t.abort();
             let _ = t.await;
         }
-        if let Err(e) = reconcile(&self.net, self.ifindex, &BTreeSet::new()).await {
+        if let Some(m) = &self.metrics {
+            for vip in self.want.borrow().keys() {
+                m.announced(&vip.to_string(), false);
+            }
+        }
+        if let Err(e) = reconcile(&self.net, self.ifindex, &Want::new()).await {
             tracing::warn!(error = %e, "removing the announced VIPs failed; setting the device down withdraws them");
         }
         let down = self
@@ -86,11 +101,23 @@ impl Announcer {
     }
 }
 
-async fn follow_task(net: Net, ifindex: u32, mut rx: watch::Receiver<BTreeSet<IpAddr>>) {
+async fn follow_task(
+    net: Net,
+    ifindex: u32,
+    mut rx: watch::Receiver<Want>,
+    metrics: Option<Checks>,
+) {
     loop {
         let want = rx.borrow_and_update().clone();
         let retry = match reconcile(&net, ifindex, &want).await {
-            Ok(()) => None,
+            Ok(()) => {
+                if let Some(m) = &metrics {
+                    for (vip, on) in &want {
+                        m.announced(&vip.to_string(), *on);
+                    }
+                }
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "updating the announced VIPs failed (will retry)");
                 Some(RETRY)
@@ -109,8 +136,13 @@ async fn follow_task(net: Net, ifindex: u32, mut rx: watch::Receiver<BTreeSet<Ip
     }
 }
 
-/// Add the missing VIPs to the device and remove the others.
-async fn reconcile(net: &Net, ifindex: u32, want: &BTreeSet<IpAddr>) -> Result<()> {
+/// Add the VIPs to announce to the device and remove the others.
+async fn reconcile(net: &Net, ifindex: u32, want: &Want) -> Result<()> {
+    let want: BTreeSet<IpAddr> = want
+        .iter()
+        .filter(|(_, on)| **on)
+        .map(|(v, _)| *v)
+        .collect();
     let have: BTreeSet<IpAddr> = net
         .addresses(ifindex)
         .await?
@@ -122,7 +154,7 @@ async fn reconcile(net: &Net, ifindex: u32, want: &BTreeSet<IpAddr>) -> Result<(
         addrs::add(&handle, ifindex, host(addr)).await?;
         tracing::info!(vip = %addr, "announced");
     }
-    for &addr in have.difference(want) {
+    for &addr in have.difference(&want) {
         addrs::remove(&handle, ifindex, host(addr)).await?;
         tracing::info!(vip = %addr, "withdrawn");
     }
