@@ -197,6 +197,47 @@ pub fn checksum(data: &[u8], initial: u32) -> u16 {
     !(sum as u16)
 }
 
+/// An Ethernet frame carrying ICMP (IPv4) or ICMPv6 message `msg` (its
+/// checksum field 0) from `src` to `dst`, TTL 64, checksums computed here.
+pub fn icmp_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    mut msg: Vec<u8>,
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let c = checksum(&msg, 0);
+            msg[2..4].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&((20 + msg.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&d.octets());
+            let c = checksum(&ip, 0);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&ip);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let c = l4_checksum(src, dst, 58, &msg);
+            msg[2..4].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[58, 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        _ => panic!("mixed families"),
+    }
+    f.extend_from_slice(&msg);
+    f
+}
+
 /// The outer headers a balancer puts in front of a frame's IP packet.
 pub struct Outer {
     pub src: IpAddr,

@@ -5,13 +5,11 @@
 //! translated byte by byte. The FIB is real (a namespace whose gateway
 //! reaches both the backends and the clients).
 
-use std::net::IpAddr;
-
 use lb_common::{Forward, Reason};
 use lb_tests::{
     bpf::{Harness, TEST_SIZES},
     fib::{FibNet, GW_MAC, ifindex, routed_service},
-    frame::{ACK, Frame, checksum, l4_checksum},
+    frame::{ACK, Frame, icmp_frame},
     netns::{self, Entered},
     require,
 };
@@ -268,40 +266,16 @@ fn fullnat_sources_are_ours_and_ports_distinct() {
 /// An ICMP error from `src` to `dst` of (type, code, rest of header)
 /// quoting `quoted` (an IP packet), checksums computed here.
 fn icmp_error(src: &str, dst: &str, kind: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
-    let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
     let mut msg = vec![kind, code, 0, 0];
     msg.extend_from_slice(&rest);
     msg.extend_from_slice(quoted);
-    let mut f = Vec::new();
-    f.extend_from_slice(&lb_tests::frame::LB_MAC);
-    f.extend_from_slice(&lb_tests::frame::CLIENT_MAC);
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let c = checksum(&msg, 0);
-            msg[2..4].copy_from_slice(&c.to_be_bytes());
-            f.extend_from_slice(&[0x08, 0x00]);
-            let mut ip = vec![0x45, 0];
-            ip.extend_from_slice(&((20 + msg.len()) as u16).to_be_bytes());
-            ip.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
-            ip.extend_from_slice(&s.octets());
-            ip.extend_from_slice(&d.octets());
-            let c = checksum(&ip, 0);
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
-            f.extend_from_slice(&ip);
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let c = l4_checksum(src, dst, 58, &msg);
-            msg[2..4].copy_from_slice(&c.to_be_bytes());
-            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-            f.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-            f.extend_from_slice(&[58, 64]);
-            f.extend_from_slice(&s.octets());
-            f.extend_from_slice(&d.octets());
-        }
-        _ => panic!("mixed families"),
-    }
-    f.extend_from_slice(&msg);
-    f
+    icmp_frame(
+        lb_tests::frame::LB_MAC,
+        lb_tests::frame::CLIENT_MAC,
+        src.parse().unwrap(),
+        dst.parse().unwrap(),
+        msg,
+    )
 }
 
 /// The IP packet of a built frame (no VLAN tag).

@@ -243,11 +243,7 @@ fn hashed_outer_sources_are_stable_per_flow_and_spread_across_flows() {
 /// The ICMP answer a client should get for `input` (its IP packet from 14).
 fn too_big_answer(input: &[u8], mtu: u32) -> Vec<u8> {
     let ip = &input[14..];
-    let quote = &ip[..128];
     let v6 = ip[0] >> 4 == 6;
-    let mut out = Vec::new();
-    out.extend_from_slice(&CLIENT_MAC);
-    out.extend_from_slice(&LB_MAC);
     let mut icmp = if v6 {
         let mut i = vec![2, 0, 0, 0];
         i.extend_from_slice(&mtu.to_be_bytes());
@@ -255,37 +251,16 @@ fn too_big_answer(input: &[u8], mtu: u32) -> Vec<u8> {
     } else {
         vec![3, 4, 0, 0, 0, 0, (mtu >> 8) as u8, mtu as u8]
     };
-    icmp.extend_from_slice(quote);
-    if v6 {
-        let (src, dst) = (&ip[24..40], &ip[8..24]);
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(src);
-        pseudo.extend_from_slice(dst);
-        pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, 58]);
-        pseudo.extend_from_slice(&icmp);
-        let c = checksum(&pseudo, 0);
-        icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        out.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
-        out.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
-        out.extend_from_slice(&[58, 64]);
-        out.extend_from_slice(src);
-        out.extend_from_slice(dst);
+    icmp.extend_from_slice(&ip[..128]);
+    // Back to the client: the packet's addresses swapped.
+    let (src, dst): (IpAddr, IpAddr) = if v6 {
+        let a = |o: usize| <[u8; 16]>::try_from(&ip[o..o + 16]).unwrap().into();
+        (a(24), a(8))
     } else {
-        let c = checksum(&icmp, 0);
-        icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        out.extend_from_slice(&[0x08, 0x00]);
-        let mut h = vec![0x45, 0];
-        h.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
-        h.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
-        h.extend_from_slice(&ip[16..20]);
-        h.extend_from_slice(&ip[12..16]);
-        let c = checksum(&h, 0);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        out.extend_from_slice(&h);
-    }
-    out.extend_from_slice(&icmp);
-    out
+        let a = |o: usize| <[u8; 4]>::try_from(&ip[o..o + 4]).unwrap().into();
+        (a(16), a(12))
+    };
+    lb_tests::frame::icmp_frame(CLIENT_MAC, LB_MAC, src, dst, icmp)
 }
 
 #[test]
