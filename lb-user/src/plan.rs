@@ -62,6 +62,13 @@ pub struct DesiredBackend {
     pub rtt_ms: u32,
 }
 
+impl DesiredBackend {
+    /// Healthy and reachable (its next hop's MAC known): it can take flows.
+    pub fn usable(&self) -> bool {
+        self.mac.is_some() && self.healthy
+    }
+}
+
 /// A checked backend's health as the agent holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Health {

@@ -34,7 +34,7 @@ use crate::{
     config::{Config, Probe},
     health::{Key, Report, Status, Supervisor},
     maps::{Pinned, Sizes, Writer, loader, migrate},
-    plan::{self, DesiredService, Health, HostView},
+    plan::{self, DesiredBackend, DesiredService, Health, HostView},
     vrrp::instance::ToAgent,
 };
 use board::Board;
@@ -761,7 +761,7 @@ impl Agent {
         let down: BTreeSet<String> = self
             .last
             .iter()
-            .filter(|d| !d.backends.iter().any(|b| b.healthy && b.mac.is_some()))
+            .filter(|d| !d.backends.iter().any(DesiredBackend::usable))
             .map(|d| crate::addr::service_name(&d.key))
             .collect();
         self.down_services.send_if_modified(|cur| {
@@ -784,11 +784,7 @@ fn bgp_health(services: &[DesiredService]) -> Vec<bgp::Health> {
         .map(|d| bgp::Health {
             vip: crate::addr::from_bytes(&d.key.addr, d.key.family),
             service: crate::addr::service_name(&d.key),
-            up: d
-                .backends
-                .iter()
-                .filter(|b| b.healthy && b.mac.is_some())
-                .count(),
+            up: d.backends.iter().filter(|b| b.usable()).count(),
             total: d.backends.len(),
             standby: d.standby,
         })

@@ -57,10 +57,6 @@ impl Announcer {
         })
     }
 
-    pub fn device(&self) -> &str {
-        &self.device.name
-    }
-
     /// Announce the VIPs `plan` allows, withdraw the others.
     pub fn follow(&self, plan: &[VipPlan]) {
         let vips: Want = plan.iter().map(|p| (p.vip, p.announce)).collect();
@@ -109,28 +105,20 @@ async fn follow_task(
 ) {
     loop {
         let want = rx.borrow_and_update().clone();
-        let retry = match reconcile(&net, ifindex, &want).await {
+        match reconcile(&net, ifindex, &want).await {
             Ok(()) => {
                 if let Some(m) = &metrics {
                     for (vip, on) in &want {
                         m.announced(&vip.to_string(), *on);
                     }
                 }
-                None
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "updating the announced VIPs failed (will retry)");
-                Some(RETRY)
-            }
-        };
-        match retry {
-            Some(d) => {
-                let _ = tokio::time::timeout(d, rx.changed()).await;
-            }
-            None => {
                 if rx.changed().await.is_err() {
                     return;
                 }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "updating the announced VIPs failed (will retry)");
+                let _ = tokio::time::timeout(RETRY, rx.changed()).await;
             }
         }
     }

@@ -56,7 +56,7 @@ impl Device {
             }
         }
         // No link-local address: nothing but the VIPs for BIRD to see.
-        let key = format!("net/ipv6/conf/{name}/addr_gen_mode");
+        let key = crate::sysctl::conf("ipv6", name, "addr_gen_mode");
         if let Err(e) = crate::sysctl::set(&key, "1") {
             tracing::debug!(key, error = %e, "cannot turn off IPv6 link-local on the device");
         }

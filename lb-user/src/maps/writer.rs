@@ -474,7 +474,7 @@ impl Writer {
             .zip(&keys)
             .map(|(b, k)| Weighted {
                 key: k,
-                weight: if usable(b) { b.effective } else { 0 },
+                weight: if b.usable() { b.effective } else { 0 },
             })
             .collect();
         let rtts: Vec<u32> = d.backends.iter().map(|b| b.rtt_ms).collect();
@@ -683,8 +683,4 @@ impl Writer {
 fn slot_sum(table: &[u32]) -> u64 {
     let h = lb_common::hash::bytes_hash(bytemuck::cast_slice(table), table.len() as u64);
     h.max(1)
-}
-
-fn usable(b: &DesiredBackend) -> bool {
-    b.mac.is_some() && b.healthy
 }

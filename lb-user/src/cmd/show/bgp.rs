@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use anyhow::Result;
 use futures::TryStreamExt;
-use lb_common::{BACKEND_HAS_MAC, BACKEND_HEALTHY, SERVICE_STANDBY};
+use lb_common::SERVICE_STANDBY;
 use netlink_packet_route::link::LinkFlags;
 use serde::Serialize;
 
@@ -45,14 +45,10 @@ impl Bgp {
         let mut health = Vec::new();
         for (key, m) in p.services()? {
             let bs = p.backends(m.id)?;
-            let usable = BACKEND_HAS_MAC | BACKEND_HEALTHY;
             health.push(bgp::Health {
                 vip: addr::from_bytes(&key.addr, key.family),
                 service: addr::service_name(&key),
-                up: bs
-                    .iter()
-                    .filter(|(_, b)| b.flags & usable == usable)
-                    .count(),
+                up: bs.iter().filter(|(_, b)| b.usable()).count(),
                 total: bs.len(),
                 standby: m.flags & SERVICE_STANDBY != 0,
             });

@@ -19,7 +19,10 @@ use clap::Subcommand;
 use lb_common::names::DEFAULT_PIN_DIR;
 use serde::Serialize;
 
-use crate::{config::Config, maps::Pinned};
+use crate::{
+    config::{BgpCfg, Config},
+    maps::Pinned,
+};
 
 pub use backends::{Backends, backend_state, effective_milli};
 pub use services::Services;
@@ -95,16 +98,11 @@ pub fn run(args: Args) -> Result<bool> {
         (None, Some(d)) => d,
         (None, None) => PathBuf::from(DEFAULT_PIN_DIR),
     };
-    let p = Pinned::open(&dir)?;
-    let text = match args.what {
-        // The device's name and min_backends come from the config.
-        What::Bgp => {
-            let b = cfg.as_ref().and_then(|c| c.bgp.as_ref());
-            render_view(bgp::Bgp::read(&p, b)?, args.json)?
-        }
-        what => show(&p, &what, args.json)?,
-    };
-    print!("{text}");
+    let bgp = cfg.as_ref().and_then(|c| c.bgp.as_ref());
+    print!(
+        "{}",
+        show(&Pinned::open(&dir)?, &args.what, bgp, args.json)?
+    );
     Ok(true)
 }
 
@@ -116,8 +114,9 @@ fn render_view(v: impl View, json: bool) -> Result<String> {
     })
 }
 
-/// The view `what` of the maps `p`, as text or JSON.
-pub fn show(p: &Pinned, what: &What, json: bool) -> Result<String> {
+/// The view `what` of the maps `p`, as text or JSON; `bgp` is the agent's
+/// [bgp] when its config is known (its device and min_backends).
+pub fn show(p: &Pinned, what: &What, bgp: Option<&BgpCfg>, json: bool) -> Result<String> {
     match what {
         What::Services => render_view(Services::read(p)?, json),
         What::Backends => render_view(Backends::read(p)?, json),
@@ -126,6 +125,6 @@ pub fn show(p: &Pinned, what: &What, json: bool) -> Result<String> {
         What::Table { service } => render_view(table::Table::read(p, service)?, json),
         What::Vrrp => render_view(Vrrp::read(p), json),
         What::Sync => render_view(sync::Sync::read(p), json),
-        What::Bgp => render_view(bgp::Bgp::read(p, None)?, json),
+        What::Bgp => render_view(bgp::Bgp::read(p, bgp)?, json),
     }
 }
