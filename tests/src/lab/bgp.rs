@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{LAN4, LAN6, Lab, ROUTER4, ROUTER6};
+use super::{BACKEND_NET4, BACKEND_NET6, LAN6, Lab, NAT_GW4, NAT_GW6, ROUTER4, ROUTER6};
 use crate::netns::{self, ip, sysctl};
 
 /// The router's and the balancers' AS numbers (private range).
@@ -41,8 +41,8 @@ impl Lab {
             // Spread by 5-tuple: with 0 (addresses only) one client goes to one node.
             sysctl(&r, key, "1")?;
         }
-        ip(&c, &format!("route add default via {}", super::NAT_GW4))?;
-        ip(&c, &format!("-6 route add default via {}", super::NAT_GW6))?;
+        ip(&c, &format!("route add default via {NAT_GW4}"))?;
+        ip(&c, &format!("-6 route add default via {NAT_GW6}"))?;
         // The client's segment is behind the router for everyone on the LAN.
         let mut lan_hosts: Vec<String> = (1..=self.spec.balancers)
             .map(|n| format!("lb{n}"))
@@ -50,11 +50,8 @@ impl Lab {
         lan_hosts.extend(self.spec.backends.iter().map(|b| b.name.clone()));
         for role in &lan_hosts {
             let ns = self.ns(role);
-            ip(
-                &ns,
-                &format!("route add {}/25 via {ROUTER4}", client_net4()),
-            )?;
-            ip(&ns, &format!("-6 route add 2001:db8:2::/64 via {ROUTER6}"))?;
+            ip(&ns, &format!("route add {BACKEND_NET4} via {ROUTER4}"))?;
+            ip(&ns, &format!("-6 route add {BACKEND_NET6} via {ROUTER6}"))?;
         }
         // Static bridge entries: a port that goes down keeps its MAC.
         lan_hosts.push("r".into());
@@ -147,11 +144,41 @@ impl Lab {
     /// Wait until the router reaches `prefix` through exactly `n`
     /// balancers; how long that took.
     pub fn wait_paths(&self, prefix: &str, n: usize, timeout: Duration) -> Result<Duration> {
+        self.wait_route(prefix, &format!("{n} balancers"), timeout, |v| v.len() == n)
+    }
+
+    /// Wait until the router reaches `prefix` through exactly balancers
+    /// `nodes` (numbers, as in lb1): another node's BFD session flapping
+    /// for a moment on a loaded machine does not pass for it.
+    pub fn wait_exactly(&self, prefix: &str, nodes: &[u8], timeout: Duration) -> Result<Duration> {
+        let mut want: Vec<String> = nodes
+            .iter()
+            .map(|&n| {
+                if prefix.contains(':') {
+                    balancer_addr6(n)
+                } else {
+                    Lab::balancer_addr(n)
+                }
+            })
+            .collect();
+        want.sort();
+        self.wait_route(prefix, &format!("{want:?}"), timeout, |v| v == want)
+    }
+
+    /// Wait until the router's gateways for `prefix` (sorted) satisfy `ok`
+    /// (described by `what`); how long that took.
+    fn wait_route(
+        &self,
+        prefix: &str,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&[String]) -> bool,
+    ) -> Result<Duration> {
         let start = Instant::now();
         let mut last = Vec::new();
         while start.elapsed() < timeout {
             last = self.router_paths(prefix)?;
-            if last.len() == n {
+            if ok(&last) {
                 return Ok(start.elapsed());
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -164,7 +191,7 @@ impl Lab {
             .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
             .unwrap_or_default();
         bail!(
-            "the router's route to {prefix} went through {last:?}, not {n} balancers, after {timeout:?}; router's BIRD:\n{birdc}\nrouter log:\n{}",
+            "the router's route to {prefix} went through {last:?}, not {what}, after {timeout:?}; router's BIRD:\n{birdc}\nrouter log:\n{}",
             self.log("bird-r")
         )
     }
@@ -191,12 +218,8 @@ pub fn balancer_addr6(n: u8) -> String {
     format!("{LAN6}::{:x}", 4 + n)
 }
 
-fn client_net4() -> String {
-    format!("{LAN4}.128")
-}
-
-/// Which balancer a flow table belongs to, for counting: role -> flows
-/// from the client in `lb show flows`.
+/// The client addresses (address:port) of the flows from the BGP lab's
+/// client in balancer `role`'s flow table.
 pub fn client_flows(lab: &Lab, role: &str) -> Result<Vec<String>> {
     let dir = lab.pin_dir(role);
     let v = super::lb_show(&[
@@ -210,11 +233,8 @@ pub fn client_flows(lab: &Lab, role: &str) -> Result<Vec<String>> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|f| {
-            f["client"].as_str().is_some_and(|c| {
-                c.starts_with(BGP_CLIENT4) || c.starts_with(&format!("[{BGP_CLIENT6}]"))
-            })
-        })
-        .filter_map(|f| f["client"].as_str().map(str::to_string))
+        .filter_map(|f| f["client"].as_str())
+        .filter(|c| c.starts_with(BGP_CLIENT4) || c.starts_with(&format!("[{BGP_CLIENT6}]")))
+        .map(str::to_string)
         .collect())
 }
