@@ -19,7 +19,7 @@ use std::{
 use aya::maps::{HashMap, IterableMap, MapData};
 use lb_common::{FlowKey, nat::NAT_CLOSING, nat::NatEntry};
 
-use crate::config::NatCfg;
+use crate::{config::NatCfg, maps::elem::next_key};
 
 /// Entries looked at per round, and how often rounds run.
 const BATCH: usize = 65_536;
@@ -94,11 +94,15 @@ pub fn sweep(
     let (mut seen, mut gone) = (0, 0);
     let mut doomed = Vec::new();
     while seen < batch {
-        let Some(key) = next_key(fd, cursor.as_ref()) else {
+        // From the cursor: aya's iterators start over from the first key.
+        let mut key = FlowKey::default();
+        let after = cursor.as_ref().map(bytemuck::bytes_of);
+        // An error (none expected) ends the walk as the last key does.
+        if !next_key(fd, after, bytemuck::bytes_of_mut(&mut key)).unwrap_or(false) {
             // The end: the next round starts over.
             *cursor = None;
             break;
-        };
+        }
         seen += 1;
         *cursor = Some(key);
         if let Ok(e) = map.get(&key, 0)
@@ -114,41 +118,4 @@ pub fn sweep(
         }
     }
     (seen, gone)
-}
-
-const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-
-/// `union bpf_attr` as the key commands read it.
-#[repr(C)]
-struct KeyAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    next_key: u64,
-}
-
-fn bpf(cmd: libc::c_long, attr: &KeyAttr) -> libc::c_long {
-    // SAFETY: the attr outlives the call and names buffers of the map's
-    // key size; the kernel reads only size_of::<KeyAttr>() bytes.
-    unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *const KeyAttr,
-            std::mem::size_of::<KeyAttr>(),
-        )
-    }
-}
-
-/// The key after `after` (the first for None), if any. aya iterates only
-/// from the start; a round resumes where the last stopped.
-fn next_key(fd: i32, after: Option<&FlowKey>) -> Option<FlowKey> {
-    let mut next = FlowKey::default();
-    let attr = KeyAttr {
-        map_fd: fd as u32,
-        _pad: 0,
-        key: after.map_or(0, |k| k as *const FlowKey as u64),
-        next_key: &mut next as *mut FlowKey as u64,
-    };
-    (bpf(BPF_MAP_GET_NEXT_KEY, &attr) == 0).then_some(next)
 }

@@ -19,7 +19,12 @@ use std::{
 use aya::maps::MapData;
 use lb_common::{ServiceMeta, names};
 
-use super::loader;
+use super::{
+    elem::{
+        BPF_ANY, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_NOEXIST, ElemAttr, bpf, next_key,
+    },
+    loader,
+};
 
 /// Maps copied entry by entry, whole (TABLES is copied per service slot).
 const HASHES: [&str; 2] = [names::SERVICES, names::FLOWS];
@@ -32,42 +37,6 @@ const ARRAYS: [&str; 7] = [
     names::OWN_MAC,
     names::SLOT_SUMS,
 ];
-
-// bpf(2) commands (include/uapi/linux/bpf.h).
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-const BPF_ANY: u64 = 0;
-const BPF_NOEXIST: u64 = 1;
-
-/// The map element commands' part of `union bpf_attr`.
-#[repr(C)]
-struct ElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    /// `value`, or `next_key` for BPF_MAP_GET_NEXT_KEY.
-    value: u64,
-    flags: u64,
-}
-
-fn bpf(cmd: libc::c_long, attr: &ElemAttr) -> io::Result<()> {
-    // SAFETY: attr is a valid bpf_attr prefix for `cmd`; the key and value
-    // pointers in it point at buffers of the map's key and value sizes.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *const ElemAttr,
-            std::mem::size_of::<ElemAttr>(),
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
 
 /// A pinned map as raw bytes.
 struct Raw {
@@ -130,24 +99,16 @@ impl Raw {
 
     /// Every key of a hash map (a concurrent writer may add or evict some).
     fn keys(&self) -> io::Result<Vec<Vec<u8>>> {
-        let mut keys = Vec::new();
+        let fd = self.data.fd().as_fd().as_raw_fd();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
         let mut next = vec![0u8; self.key];
-        // A NULL key asks for the first one.
-        let mut attr = self.attr(&[], next.as_mut_ptr(), 0);
-        attr.key = 0;
-        loop {
-            match bpf(BPF_MAP_GET_NEXT_KEY, &attr) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(keys),
-                Err(e) => return Err(e),
-            }
+        while next_key(fd, keys.last().map(Vec::as_slice), &mut next)? {
             keys.push(next.clone());
             if keys.len() > self.max as usize {
-                return Ok(keys); // entries churned under us; enough
+                break; // entries churned under us; enough
             }
-            let last = keys.last().expect("pushed");
-            attr = self.attr(last, next.as_mut_ptr(), 0);
         }
+        Ok(keys)
     }
 }
 

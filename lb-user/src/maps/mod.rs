@@ -3,6 +3,7 @@
 //! read-only pinned access for `lb show`.
 
 mod check_ports;
+pub(crate) mod elem;
 pub mod loader;
 pub mod migrate;
 pub mod pinned;
