@@ -323,16 +323,26 @@ fn rewrite(
         .addr(&from.dst, &to.dst);
     set_addrs(ctx, l3, v6, &to.src, &to.dst, addrs)?;
     let l4 = l4_offset(ctx, l3, v6)?;
-    let ports = Delta::default()
-        .word(from.sport, to.sport)
-        .word(from.dport, to.dport);
+    let ports = set_ports(ctx, l4, (from.sport, from.dport), (to.sport, to.dport))?;
+    l4_check(ctx, l4, proto, v6, addrs.and(ports))?;
+    Ok(())
+}
+
+/// Write the ports `to` (source, destination) over `from` in the TCP or
+/// UDP header at `l4`; returns their change, for the checksums.
+#[inline(always)]
+fn set_ports(
+    ctx: &XdpContext,
+    l4: usize,
+    from: (u16, u16),
+    to: (u16, u16),
+) -> Result<Delta, Reason> {
     let p = ptr_mut::<[u8; 4]>(ctx, l4)?;
     // SAFETY: ptr_mut checked the bounds.
     unsafe {
-        *p = ports_bytes(to.sport, to.dport);
+        *p = ports_bytes(to.0, to.1);
     }
-    l4_check(ctx, l4, proto, v6, addrs.and(ports))?;
-    Ok(())
+    Ok(Delta::default().word(from.0, to.0).word(from.1, to.1))
 }
 
 /// Write addresses into the IP header at `l3`; IPv4's header checksum
@@ -477,14 +487,13 @@ fn icmp(ctx: &XdpContext) -> Verdict {
         let new = u16::from_be_bytes(unsafe { (*h).check });
         icmp_d = icmp_d.word(old, new);
     }
-    let ports = Delta::default()
-        .word(inner.sport, inner_to.sport)
-        .word(inner.dport, inner_to.dport);
-    let p = ptr_mut::<[u8; 4]>(ctx, in4).map_err(drop)?;
-    // SAFETY: ptr_mut checked the bounds.
-    unsafe {
-        *p = ports_bytes(inner_to.sport, inner_to.dport);
-    }
+    let ports = set_ports(
+        ctx,
+        in4,
+        (inner.sport, inner.dport),
+        (inner_to.sport, inner_to.dport),
+    )
+    .map_err(drop)?;
     icmp_d = icmp_d.and(ports);
     let l4c = l4_check(ctx, in4, inner.proto, v6, inner_addrs.and(ports)).map_err(drop)?;
     icmp_d = icmp_d.and(l4c);
