@@ -19,7 +19,13 @@ pub struct Note {
 
 #[derive(Default)]
 pub struct Out {
+    /// Everything after the [agent] section.
     pub toml: String,
+    /// [agent]: the clients' interface (the first instance's), the real
+    /// servers' side for NAT, the outer sources of TUN services.
+    pub interface: String,
+    pub backend_interface: Option<String>,
+    pub tunnel_source: Vec<std::net::IpAddr>,
     pub notes: Vec<Note>,
     /// Where a TUN service was mapped: [agent] needs a tunnel_source.
     pub tunnel: Option<At>,
@@ -30,6 +36,26 @@ pub struct Out {
 }
 
 impl Out {
+    /// The whole lb.toml: the [agent] section, then the rest.
+    pub fn render(&self) -> String {
+        let mut s = String::from(
+            "# Imported from keepalived.conf by `lb import-keepalived`; read the report it printed.\n[agent]\n",
+        );
+        if !self.tunnel_source.is_empty() {
+            let list: Vec<String> = self
+                .tunnel_source
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect();
+            let _ = writeln!(s, "tunnel_source = [{}]", list.join(", "));
+        }
+        let _ = writeln!(s, "interface = {}", q(&self.interface));
+        if let Some(b) = &self.backend_interface {
+            let _ = writeln!(s, "backend_interface = {}", q(b));
+        }
+        s + &self.toml
+    }
+
     pub fn note(&mut self, at: &At, what: impl Into<String>) {
         self.notes.push(Note {
             at: at.clone(),
@@ -161,11 +187,7 @@ pub fn map(nodes: &[Node]) -> Out {
         .filter(|n| n.key == "vrrp_instance")
         .find_map(|n| child(n, "interface"))
         .map(|c| c.arg().to_string());
-    let _ = writeln!(
-        out.toml,
-        "# Imported from keepalived.conf by `lb import-keepalived`; read the report it printed.\n[agent]\ninterface = {}",
-        q(first_if.as_deref().unwrap_or("eth0"))
-    );
+    out.interface = first_if.clone().unwrap_or_else(|| "eth0".into());
     if first_if.is_none() {
         out.note(
             &nodes.first().map(|n| n.at.clone()).unwrap_or(At {
@@ -198,7 +220,7 @@ pub fn map(nodes: &[Node]) -> Out {
         }
     }
     if let Some(at) = out.nat.clone() {
-        nat_side(&mut out, nodes, first_if.as_deref(), &at);
+        nat_side(&mut out, nodes, &at);
     }
     out
 }
@@ -232,22 +254,17 @@ fn sync_group(out: &mut Out, n: &Node) {
 /// NAT services: the real servers' replies come back through us. A VRRP
 /// instance on another interface than the clients' is the real servers'
 /// gateway (LVS-NAT's usual pair): the program runs there too.
-fn nat_side(out: &mut Out, nodes: &[Node], first_if: Option<&str>, at: &At) {
+fn nat_side(out: &mut Out, nodes: &[Node], at: &At) {
     let inside = nodes
         .iter()
         .filter(|n| n.key == "vrrp_instance")
         .filter_map(|n| child(n, "interface"))
         .map(|c| c.arg().to_string())
-        .find(|i| Some(i.as_str()) != first_if);
+        .find(|i| *i != out.interface);
     match inside {
         Some(i) => {
-            let line = format!("\ninterface = {}\n", q(first_if.unwrap_or("eth0")));
-            out.toml = out.toml.replacen(
-                &line,
-                &format!("{line}backend_interface = {}\n", q(&i)),
-                1,
-            );
             out.note(at, format!("lb_kind NAT: forward = \"nat\"; the real servers' gateway instance is on {i}: backend_interface = {}", q(&i)));
+            out.backend_interface = Some(i);
         }
         None => out.note(
             at,

@@ -45,12 +45,7 @@ pub fn import(
                 essential: true,
             });
         } else {
-            let list: Vec<String> = sources.iter().map(|a| format!("\"{a}\"")).collect();
-            out.toml = out.toml.replacen(
-                "\ninterface = ",
-                &format!("\ntunnel_source = [{}]\ninterface = ", list.join(", ")),
-                1,
-            );
+            out.tunnel_source = sources;
         }
     }
     out.notes.extend(skipped.into_iter().map(|s| Note {
@@ -61,7 +56,7 @@ pub fn import(
     out.notes
         .sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
     Ok(Imported {
-        toml: out.toml,
+        toml: out.render(),
         notes: out.notes,
     })
 }
